@@ -1,0 +1,41 @@
+# make run: serve the example project on http://127.0.0.1:8000
+# make test: the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TRIAL_ARGS ?= tests
+
+.PHONY: all install test run run-redis redis-server conformance bench docs clean
+
+all: install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# "compat" editable mode puts the checkout on sys.path, so Twisted's plugin
+# scan finds twisted/plugins/chanserve_plugin.py (the default import-hook
+# mode hides it). Listing the plugins afterwards rewrites dropin.cache.
+$(INSTALLED): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; from twisted import plugins; list(getPlugins(IPlugin, plugins))"
+	touch $@
+
+install: $(INSTALLED)
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server with apt-get"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+test: install redis-server
+	$(BIN)/python -b -m twisted.trial --random=0 $(TRIAL_ARGS)
+
+run: install
+	cd example && ../$(BIN)/python manage.py migrate --noinput -v 0
+	cd example && ../$(BIN)/twistd -n chanserve --settings example.settings --endpoint tcp:8000:interface=127.0.0.1
+
+clean:
+	rm -rf $(VENV) build *.egg-info _trial_temp twisted/plugins/dropin.cache

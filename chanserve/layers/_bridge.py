@@ -1,0 +1,65 @@
+"""Calling a layer from any thread, or from a process with no running reactor."""
+
+import threading
+
+from twisted.internet import defer
+from twisted.internet.threads import blockingCallFromThread
+from twisted.python import failure, threadable
+
+_reactor_thread_lock = threading.Lock()
+_reactor_threads = {}
+
+
+def _result_of(d):
+    """The result of an already-fired Deferred, raising its failure."""
+    box = []
+    d.addBoth(box.append)
+    result = box[0]
+    if isinstance(result, failure.Failure):
+        result.raiseException()
+    return result
+
+
+def ensure_reactor_thread(reactor):
+    """
+    Run ``reactor`` in a daemon thread if nothing runs it yet.
+
+    For processes that never start a reactor (a management command run by
+    cron, a Django shell) but use a cross-process layer.
+    """
+    if getattr(reactor, "running", False):
+        return
+    with _reactor_thread_lock:
+        if getattr(reactor, "running", False) or reactor in _reactor_threads:
+            return
+        started = threading.Event()
+        reactor.callWhenRunning(started.set)
+        thread = threading.Thread(
+            target=reactor.run, kwargs={"installSignalHandlers": False},
+            name="chanserve-reactor", daemon=True)
+        _reactor_threads[reactor] = thread
+        thread.start()
+    started.wait(30)
+
+
+def call_layer(layer, method, *args):
+    """
+    Call ``layer.method(*args)`` from wherever we are.
+
+    On the reactor thread: returns the layer's ``Deferred`` at once (never
+    blocks). In any other thread: waits for the result and returns it, or
+    raises the layer's exception (``ChannelFull``...) in the caller.
+    """
+    if threadable.isInIOThread():
+        return getattr(layer, method)(*args)
+    reactor = layer.reactor
+    if not getattr(reactor, "running", False):
+        if not layer.cross_process:
+            # Nothing else can touch an in-memory layer without a reactor:
+            # its methods complete synchronously.
+            d = getattr(layer, method)(*args)
+            if isinstance(d, defer.Deferred):
+                return _result_of(d)
+            return d
+        ensure_reactor_thread(reactor)
+    return blockingCallFromThread(reactor, getattr(layer, method), *args)

@@ -1,0 +1,121 @@
+"""Channel and group name rules, and the one-pass check-and-copy of message content."""
+
+import re
+import secrets
+
+MAX_NAME_LENGTH = 100
+
+_channel_name = re.compile(r"[a-zA-Z0-9\-_.]+([!?][a-zA-Z0-9\-_.]*)?", re.ASCII)
+_group_name = re.compile(r"[a-zA-Z0-9\-_.]+", re.ASCII)
+
+
+def validate_channel_name(name, receive=False):
+    """
+    Return ``name`` if it is a valid channel name, else raise ``TypeError``.
+
+    Letters, digits, ``-_.``, optionally one ``!`` (process-specific) or
+    ``?`` (single reader), shorter than 100 characters. With ``receive``,
+    a process-specific name must be the bare prefix (``"abc!"``).
+    """
+    if type(name) is not str:
+        raise TypeError(f"channel name must be a str, not {type(name).__name__}: {name!r}")
+    if len(name) >= MAX_NAME_LENGTH or not _channel_name.fullmatch(name):
+        raise TypeError(
+            f"invalid channel name {name!r}: use ASCII letters, digits, '-', '_', '.' "
+            f"and at most one '!' or '?', fewer than {MAX_NAME_LENGTH} characters"
+        )
+    if receive and "!" in name and not name.endswith("!"):
+        raise TypeError(
+            f"cannot receive on {name!r}: receive on its process prefix "
+            f"{name[:name.index('!') + 1]!r} instead"
+        )
+    return name
+
+
+def validate_group_name(name):
+    """Return ``name`` if it is a valid group name, else raise ``TypeError``."""
+    if type(name) is not str:
+        raise TypeError(f"group name must be a str, not {type(name).__name__}: {name!r}")
+    if len(name) >= MAX_NAME_LENGTH or not _group_name.fullmatch(name):
+        raise TypeError(
+            f"invalid group name {name!r}: use ASCII letters, digits, '-', '_', '.', "
+            f"fewer than {MAX_NAME_LENGTH} characters"
+        )
+    return name
+
+
+def new_channel_name(pattern):
+    """A fresh name for ``pattern`` (ending in ``!`` or ``?``) with 128 random bits."""
+    if type(pattern) is not str or not pattern.endswith(("!", "?")):
+        raise TypeError(f"new_channel pattern must end with '!' or '?': {pattern!r}")
+    validate_channel_name(pattern)
+    name = pattern + secrets.token_urlsafe(16)
+    return validate_channel_name(name)
+
+
+def process_prefix(channel):
+    """The queue key of a channel: ``"abc!"`` for ``"abc!xyz"``, else the name itself."""
+    i = channel.find("!")
+    return channel if i < 0 else channel[: i + 1]
+
+
+_ATOMS = frozenset((str, bytes, int, float, bool, type(None)))
+_COERCE = ((bool, bool), (int, int), (float, float), (str, str), (bytes, bytes))
+
+
+def _describe(path):
+    return "".join(path) or "<message>"
+
+
+def _copy(value, path):
+    t = type(value)
+    if t in _ATOMS:
+        return value
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise TypeError(
+                    f"message key {k!r} in {_describe(path)} is a {type(k).__name__}; "
+                    f"keys must be str"
+                )
+            path.append(f"[{k!r}]")
+            out[k] = _copy(v, path)
+            path.pop()
+        return out
+    if t is list or t is tuple:
+        out = []
+        for i, v in enumerate(value):
+            path.append(f"[{i}]")
+            out.append(_copy(v, path))
+            path.pop()
+        return out
+    # Subclasses of the plain types (Django's SafeString, IntEnum, ...) travel
+    # as their base type; bytearray and memoryview as bytes.
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, dict):
+        return _copy(dict(value), path)
+    for base, conv in _COERCE:
+        if isinstance(value, base):
+            return conv(value)
+    raise TypeError(
+        f"message value at {_describe(path)} is a {t.__name__}, which cannot be sent; "
+        f"use str, bytes, int, float, bool, None, list or dict"
+    )
+
+
+def validate_content(message):
+    """
+    Check ``message`` and return a private deep copy of it.
+
+    Content is a dict with str keys whose values are str, bytes, int, float,
+    bool, None, lists and dicts of those (tuples become lists). Anything else
+    raises ``TypeError`` naming where it is.
+    """
+    if type(message) is not dict:
+        if isinstance(message, dict):
+            message = dict(message)
+        else:
+            raise TypeError(f"a message must be a dict, not {type(message).__name__}")
+    return _copy(message, [])

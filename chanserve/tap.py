@@ -1,0 +1,156 @@
+"""
+``twistd chanserve``: options, and the one ``MultiService`` they build.
+
+Children are added in dependency order (layer, worker, interface server),
+so ``MultiService.stopService`` stops the listeners first.
+"""
+
+import os
+import sys
+
+from twisted.python import usage
+
+DEFAULT_ENDPOINT = "tcp:8000:interface=127.0.0.1"
+
+
+def _number(kind, minimum, allow_zero=False):
+    def parse(value):
+        try:
+            n = kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}")
+        if n < minimum and not (allow_zero and n == 0):
+            raise ValueError(f"must be at least {minimum}, got {value!r}")
+        return n
+    return parse
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd chanserve`` (contract section 1)."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve a Django project's HTTP and WebSocket traffic through channels "
+        "and run its consumers. Without --settings, DJANGO_SETTINGS_MODULE is used."
+    )
+
+    optFlags = [
+        ["noworker", None, "Run the interface server only (needs a cross-process layer)."],
+        ["worker-only", None, "Run workers only, with no listening socket (needs a cross-process layer)."],
+        ["proxy-headers", None,
+         "Trust X-Forwarded-For/-Proto/-Port from the --trusted-proxy addresses."],
+    ]
+
+    optParameters = [
+        ["settings", None, None, "Django settings module (default: $DJANGO_SETTINGS_MODULE)."],
+        ["layer", None, "default", "Alias of the layer in CHANNEL_LAYERS."],
+        ["threads", None, 10, "Worker thread pool size.", _number(int, 1)],
+        ["access-log", None, None, "Write an access log to PATH, or '-' for standard output."],
+        ["root-path", None, "", "Path prefix this server is mounted under (fills root_path)."],
+        ["http-timeout", None, 120.0,
+         "Seconds to wait for a response before answering 503.", _number(float, 0, True)],
+        ["websocket-timeout", None, 86400.0,
+         "Close WebSockets open longer than this many seconds (0: never).", _number(float, 0, True)],
+        ["websocket-connect-timeout", None, 20.0,
+         "Seconds a WebSocket handshake waits for the connect consumer before 403.",
+         _number(float, 0, True)],
+        ["ping-interval", None, 20.0,
+         "Seconds between WebSocket pings (0: no pings).", _number(float, 0, True)],
+        ["ping-timeout", None, 30.0,
+         "Seconds to wait for a pong before dropping the peer.", _number(float, 0, True)],
+        ["max-request-body", None, 1 << 30,
+         "Largest HTTP request body in bytes (413 above it; 0: no limit).", _number(int, 0, True)],
+        ["websocket-max-message", None, 1 << 20,
+         "Largest WebSocket message in bytes (close 1009 above it; 0: no limit).",
+         _number(int, 0, True)],
+    ]
+
+    compData = usage.Completions(
+        optActions={"access-log": usage.CompleteFiles(), "settings": usage.Completer()})
+
+    def __init__(self):
+        super().__init__()
+        self["endpoints"] = []
+        self["only-channels"] = []
+        self["exclude-channels"] = []
+        self["trusted-proxies"] = []
+        self["pythonpath"] = []
+
+    def opt_endpoint(self, description):
+        """A Twisted server endpoint to listen on (repeatable; default tcp:8000:interface=127.0.0.1)."""
+        _check_endpoint(description)
+        self["endpoints"].append(description)
+
+    def opt_port(self, port):
+        """Listen on this TCP port on 127.0.0.1 (shortcut for --endpoint tcp:N:interface=127.0.0.1)."""
+        try:
+            n = int(port)
+            if not 0 <= n <= 65535:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError(f"--port must be a TCP port number 0-65535, not {port!r}")
+        self["endpoints"].append(f"tcp:{n}:interface=127.0.0.1")
+
+    def opt_only_channels(self, pattern):
+        """Only consume channels matching this glob (repeatable)."""
+        self["only-channels"].append(pattern)
+
+    def opt_exclude_channels(self, pattern):
+        """Do not consume channels matching this glob (repeatable)."""
+        self["exclude-channels"].append(pattern)
+
+    def opt_trusted_proxy(self, address):
+        """An address whose X-Forwarded-* headers are trusted (repeatable; default 127.0.0.1 and ::1)."""
+        self["trusted-proxies"].append(address)
+
+    def opt_pythonpath(self, directory):
+        """Put DIR first on sys.path before importing settings (repeatable; the current directory always is)."""
+        self["pythonpath"].append(directory)
+
+    def postOptions(self):
+        if self["noworker"] and self["worker-only"]:
+            raise usage.UsageError("--noworker and --worker-only exclude each other")
+        if not self["settings"]:
+            self["settings"] = os.environ.get("DJANGO_SETTINGS_MODULE")
+        if not self["settings"]:
+            raise usage.UsageError(
+                "no Django settings: pass --settings myproject.settings or set DJANGO_SETTINGS_MODULE")
+        if not self["endpoints"] and not self["worker-only"]:
+            self["endpoints"] = [DEFAULT_ENDPOINT]
+        if not self["trusted-proxies"]:
+            self["trusted-proxies"] = ["127.0.0.1", "::1"]
+        if self["root-path"] and not self["root-path"].startswith("/"):
+            raise usage.UsageError(f"--root-path must start with '/', not {self['root-path']!r}")
+        self["root-path"] = self["root-path"].rstrip("/")
+        if self["ping-interval"] and not self["ping-timeout"]:
+            raise usage.UsageError("--ping-timeout must be above 0 when --ping-interval is set")
+
+
+def _check_endpoint(description):
+    """Parse an endpoint string now, so a typo is a usage error and not a failure at start-up."""
+    from twisted.internet import endpoints
+    from twisted.internet.testing import MemoryReactor
+    try:
+        endpoints.serverFromString(MemoryReactor(), description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise usage.UsageError(f"--endpoint {description!r} is not a valid server endpoint: {e}")
+
+
+def setup_django(options):
+    """Put the project on sys.path and run ``django.setup()`` with ``--settings``."""
+    for directory in reversed([os.getcwd(), *options["pythonpath"]]):
+        directory = os.path.abspath(directory)
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+    os.environ["DJANGO_SETTINGS_MODULE"] = options["settings"]
+    import django
+    django.setup()
+
+
+def makeService(options):
+    """Build the ``MultiService`` for ``options``; see ``chanserve.service``."""
+    from twisted.internet import reactor
+
+    from .service import make_chanserve_service
+    setup_django(options)
+    return make_chanserve_service(options, reactor)
