@@ -37,5 +37,18 @@ run: install
 	cd example && ../$(BIN)/python manage.py migrate --noinput -v 0
 	cd example && ../$(BIN)/twistd -n chanserve --settings example.settings --endpoint tcp:8000:interface=127.0.0.1
 
+run-redis: install redis-server
+	bash example/run-redis.sh
+
+conformance: install
+	bash conformance/run.sh
+
+bench: install
+	bash bench/run.sh
+
+docs: install
+	$(BIN)/pip install -q -r docs/requirements.txt
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp twisted/plugins/dropin.cache
