@@ -13,7 +13,7 @@ all: install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
 # "compat" editable mode puts the checkout on sys.path, so Twisted's plugin
 # scan finds twisted/plugins/chanserve_plugin.py (the default import-hook
