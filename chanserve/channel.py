@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from twisted.internet import defer
+from twisted.python import threadable
 
 from .layers._bridge import call_layer
 from .layers._settings import DEFAULT_CHANNEL_LAYER, get_channel_layer
@@ -72,13 +73,8 @@ def _send(layer, method, name, content, immediately):
         held = _held_sends.get()
         if held is not None:
             held.add(layer, method, name, validate_content(content))
-            return defer.succeed(None) if _on_reactor_thread() else None
+            return defer.succeed(None) if threadable.isInIOThread() else None
     return call_layer(layer, method, name, content)
-
-
-def _on_reactor_thread():
-    from twisted.python import threadable
-    return threadable.isInIOThread()
 
 
 class Channel:
