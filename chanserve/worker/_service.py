@@ -1,0 +1,424 @@
+"""
+``WorkerService``: one receive loop over the routed channels; each message
+runs its consumer in a bounded thread pool (plain functions) or on the
+reactor (``async def`` and ``@reactor_consumer``), with its sends held and
+flushed in order when it finishes.
+"""
+
+import contextvars
+import fnmatch
+import inspect
+import itertools
+import threading
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import failure
+from twisted.python.threadpool import ThreadPool
+
+from ..channel import HeldSends, Message, holding_sends
+from ..exceptions import ConsumeLater
+from ..routing import Router
+from . import _protocol
+
+
+def reactor_consumer(consumer):
+    """
+    Mark a plain function that returns a ``Deferred`` (or a coroutine) so the
+    worker runs it on the reactor instead of in the thread pool. ``async def``
+    consumers need no mark.
+    """
+    consumer.chanserve_reactor = True
+    return consumer
+
+
+def runs_on_reactor(consumer):
+    """
+    Whether the worker runs ``consumer`` on the reactor.
+
+    ``async def`` functions (also through ``functools.partial``), callables
+    whose ``__call__`` is ``async def``, and anything marked with
+    ``@reactor_consumer`` run on the reactor; everything else (plain
+    functions, ``route_class`` classes) runs in the thread pool.
+    """
+    if getattr(consumer, "chanserve_reactor", False):
+        return True
+    if inspect.iscoroutinefunction(consumer):
+        return True
+    if not inspect.isclass(consumer) and not inspect.isroutine(consumer):
+        return inspect.iscoroutinefunction(getattr(consumer, "__call__", None))
+    return False
+
+
+def select_channels(channels, only=(), exclude=()):
+    """``channels`` kept by the ``only`` globs (if any) and not dropped by ``exclude``."""
+    kept = []
+    for name in channels:
+        if only and not any(fnmatch.fnmatchcase(name, g) for g in only):
+            continue
+        if any(fnmatch.fnmatchcase(name, g) for g in exclude):
+            continue
+        kept.append(name)
+    return kept
+
+
+def _consumer_name(consumer):
+    module = getattr(consumer, "__module__", None)
+    name = getattr(consumer, "__qualname__", None) or getattr(consumer, "__name__", None)
+    if name is None:
+        return repr(consumer)
+    return f"{module}.{name}" if module else name
+
+
+_closer = None
+
+
+def _close_old_connections():
+    """Django's ``close_old_connections`` when Django is configured (else nothing)."""
+    global _closer
+    if _closer is None:
+        closer = None
+        try:
+            from django.conf import settings
+            if settings.configured:
+                from django.db import close_old_connections as closer
+        except ImportError:
+            pass
+        _closer = closer or (lambda: None)
+    _closer()
+
+
+def _call_in_thread(consumer, message, kwargs):
+    """Run a plain consumer (in a pool thread): ``(held, result, failure)``, never raises."""
+    held = HeldSends()
+    try:
+        _close_old_connections()
+        try:
+            with holding_sends() as held:
+                result = consumer(message, **kwargs)
+            return held, result, None
+        finally:
+            _close_old_connections()
+    except Exception:
+        return held, None, failure.Failure()
+
+
+async def _call_on_reactor(consumer, message, kwargs):
+    """Run a consumer on the reactor: ``(held, result, failure)``, never raises."""
+    held = HeldSends()
+    try:
+        with holding_sends() as held:
+            result = consumer(message, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        return held, result, None
+    except Exception:
+        return held, None, failure.Failure()
+
+
+class _WorkerThreadPool(ThreadPool):
+    """A ``ThreadPool`` of daemon threads: a consumer stuck past the stop deadline can't hang exit."""
+
+    def threadFactory(self, *args, **kwargs):
+        thread = threading.Thread(*args, **kwargs)
+        thread.daemon = True
+        return thread
+
+
+class WorkerService(service.Service):
+    """
+    Receive messages on every routed channel and run their consumers.
+
+    ``routing`` is a ``chanserve.routing.Router`` or a routing list (the
+    default routes are appended to a list). ``only_channels`` /
+    ``exclude_channels`` are globs selecting which routed channels this
+    worker consumes. At most ``threads`` plain consumers run at once (in
+    ``threadpool``, or a pool of that size the service starts and stops) and
+    at most ``max_async`` reactor consumers; receiving pauses while either
+    is saturated.
+
+    A consumer raising ``ConsumeLater`` has its message sent back to its
+    channel after a short, growing delay, up to ``retry_limit`` times.
+    ``stopService`` stops receiving and waits up to ``stop_timeout``
+    seconds for running consumers.
+    """
+
+    _log = Logger()
+    name = "worker"
+
+    def __init__(self, layer, reactor, routing, *, threads=10, only_channels=(),
+                 exclude_channels=(), threadpool=None, max_async=1000, stop_timeout=10.0,
+                 retry_limit=10, retry_delay=0.01, retry_max_delay=1.0,
+                 receive_error_delay=1.0):
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads!r}")
+        self.layer = layer
+        self.reactor = reactor
+        self.router = routing if isinstance(routing, Router) else Router(routing)
+        self.threads = threads
+        self.channels = select_channels(self.router.channels, only_channels, exclude_channels)
+        self.max_async = max_async
+        self.stop_timeout = stop_timeout
+        self.retry_limit = retry_limit
+        self.retry_delay = retry_delay
+        self.retry_max_delay = retry_max_delay
+        self.receive_error_delay = receive_error_delay
+        self.threadpool = threadpool
+        self._own_pool = threadpool is None
+        self._sync_running = 0
+        self._async_running = 0
+        self._slot = None
+        self._loop = None
+        self._drain_waiters = []
+        self._requeues = {}
+        self._requeue_ids = itertools.count()
+        self._unroutable_logged = set()
+        self._on_reactor = {}
+        self._stats = dict.fromkeys(
+            ("received", "consumed", "failed", "consume_later", "retries_exhausted",
+             "unroutable", "send_failures"), 0)
+
+    # -- service -------------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        if self._own_pool:
+            self.threadpool = _WorkerThreadPool(0, self.threads, name="chanserve-worker")
+            self.threadpool.start()
+        if not self.channels:
+            self._log.warn("Worker has no channels to consume (routing: {count} routes; "
+                           "check --only-channels/--exclude-channels)",
+                           count=len(self.router.routes))
+            return
+        self._log.info("Worker consuming {channels} with {threads} threads",
+                       channels=", ".join(self.channels), threads=self.threads)
+        self._loop = defer.Deferred.fromCoroutine(self._receive_loop())
+        self._loop.addErrback(self._loop_ended)
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None:
+            loop, self._loop = self._loop, None
+            loop.cancel()
+        for entry in list(self._requeues.values()):
+            entry[0].cancel()
+            self._requeue(entry[3])
+        d = self._drained(self.stop_timeout)
+        d.addCallback(self._stop_pool)
+        return d
+
+    def _loop_ended(self, f):
+        if not f.check(defer.CancelledError):
+            self._log.failure("Worker receive loop failed; the worker stopped consuming", f)
+
+    def _stop_pool(self, drained):
+        if not self._own_pool or self.threadpool is None:
+            return
+        pool, self.threadpool = self.threadpool, None
+        if drained:
+            pool.stop()
+        else:
+            # Daemon threads: the stuck consumers are abandoned, not joined.
+            pool.joined = True
+            pool.started = False
+            pool._team.quit()
+
+    def _drained(self, timeout):
+        """Fires with True when no consumer runs, or False after ``timeout``."""
+        if not self._sync_running and not self._async_running:
+            return defer.succeed(True)
+        d = defer.Deferred()
+        self._drain_waiters.append(d)
+
+        def timed_out(result, timeout):
+            self._log.warn(
+                "Worker stop: {sync} thread and {async_} reactor consumers still running "
+                "after {timeout}s; not waiting for them",
+                sync=self._sync_running, async_=self._async_running, timeout=timeout)
+            return False
+
+        d.addTimeout(timeout, self.reactor, onTimeoutCancel=timed_out)
+        return d
+
+    def statistics(self):
+        """A dict of counters, plus the consumers running now."""
+        stats = dict(self._stats)
+        stats["running_in_threads"] = self._sync_running
+        stats["running_on_reactor"] = self._async_running
+        stats["waiting_retries"] = len(self._requeues)
+        return stats
+
+    # -- receiving -----------------------------------------------------------
+
+    def _saturated(self):
+        return self._sync_running >= self.threads or self._async_running >= self.max_async
+
+    async def _receive_loop(self):
+        channels = list(self.channels)
+        while True:
+            while self._saturated():
+                self._slot = defer.Deferred()
+                await self._slot
+            try:
+                channel, content = await self.layer.receive(channels)
+            except defer.CancelledError:
+                raise
+            except Exception:
+                self._log.failure(
+                    "Worker could not receive from the channel layer; retrying in {delay}s",
+                    delay=self.receive_error_delay)
+                await task.deferLater(self.reactor, self.receive_error_delay)
+                continue
+            self._dispatch(channel, content)
+
+    def _slot_freed(self):
+        if self._slot is not None and not self._saturated():
+            d, self._slot = self._slot, None
+            d.callback(None)
+        if not self._sync_running and not self._async_running and self._drain_waiters:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for d in waiters:
+                if not d.called:
+                    d.callback(True)
+
+    # -- dispatching ---------------------------------------------------------
+
+    def _dispatch(self, channel, content):
+        self._stats["received"] += 1
+        try:
+            matched = self.router.match(channel, content)
+        except Exception:
+            self._log.failure("Routing a message on {channel} failed; dropping it",
+                              channel=channel)
+            return
+        if matched is None:
+            self._unroutable(channel)
+            return
+        consumer, kwargs = matched
+        message = Message(content, channel, self.layer)
+        on_reactor = self._is_reactor_consumer(consumer)
+        if on_reactor:
+            self._async_running += 1
+            d = defer.Deferred.fromCoroutine(_call_on_reactor(consumer, message, kwargs))
+        else:
+            self._sync_running += 1
+            ctx = contextvars.copy_context()
+            d = deferToThreadPool(self.reactor, self.threadpool, ctx.run,
+                                  _call_in_thread, consumer, message, kwargs)
+            d.addCallback(self._await_result, consumer, message, kwargs)
+        d.addErrback(lambda f: (HeldSends(), None, f))
+        d.addCallback(self._finish, channel, message, consumer)
+        d.addErrback(lambda f: self._log.failure(
+            "Worker failed to finish a message on {channel}", f, channel=channel))
+        d.addBoth(self._done, on_reactor)
+
+    def _is_reactor_consumer(self, consumer):
+        try:
+            return self._on_reactor[consumer]
+        except KeyError:
+            result = self._on_reactor[consumer] = runs_on_reactor(consumer)
+            return result
+        except TypeError:
+            return runs_on_reactor(consumer)
+
+    def _await_result(self, outcome, consumer, message, kwargs):
+        """A plain consumer returned a coroutine or Deferred: finish it on the reactor."""
+        held, result, fail = outcome
+        if fail is not None or not inspect.isawaitable(result):
+            return outcome
+
+        async def wait():
+            more = HeldSends()
+            try:
+                with holding_sends() as more:
+                    value = await result
+                fail = None
+            except Exception:
+                value, fail = None, failure.Failure()
+            for send in more:
+                held.add(*send)
+            return held, value, fail
+
+        return defer.Deferred.fromCoroutine(wait())
+
+    def _done(self, result, on_reactor):
+        if on_reactor:
+            self._async_running -= 1
+        else:
+            self._sync_running -= 1
+        self._slot_freed()
+        return None
+
+    def _finish(self, outcome, channel, message, consumer):
+        held, _result, fail = outcome
+        if fail is not None and fail.check(ConsumeLater):
+            held.discard()
+            self._stats["consume_later"] += 1
+            self._consume_later(channel, message.content)
+            return None
+        if fail is None:
+            self._stats["consumed"] += 1
+        else:
+            self._stats["failed"] += 1
+            self._log.failure("Consumer {consumer} raised on a message on {channel}", fail,
+                              consumer=_consumer_name(consumer), channel=channel)
+        reply = message.reply_channel
+        extra = (_protocol.replies_after(channel, held, reply.name, fail)
+                 if reply is not None else [])
+        d = held.flush()
+        if extra:
+            d.addCallback(self._send_extra, reply.name, extra)
+        d.addCallback(self._check_sends, channel)
+        return d
+
+    def _send_extra(self, failures, name, messages):
+        ds = [self.layer.send(name, content) for content in messages]
+        return defer.DeferredList(ds, consumeErrors=True).addCallback(
+            lambda results: failures + [r for ok, r in results if not ok])
+
+    def _check_sends(self, failures, channel):
+        for f in failures:
+            self._stats["send_failures"] += 1
+            self._log.warn("A send made by the consumer of a message on {channel} failed: "
+                           "{error}", channel=channel, error=f.getErrorMessage())
+
+    def _unroutable(self, channel):
+        self._stats["unroutable"] += 1
+        key = channel.partition("!")[0]
+        if key not in self._unroutable_logged and len(self._unroutable_logged) < 1000:
+            self._unroutable_logged.add(key)
+            self._log.warn("No route matches a message on {channel}; dropping it "
+                           "(logged once per channel)", channel=channel)
+
+    # -- ConsumeLater --------------------------------------------------------
+
+    def _consume_later(self, channel, content):
+        retries = content.get("__retries__", 0)
+        if type(retries) is not int or retries < 0:
+            retries = 0
+        if retries >= self.retry_limit:
+            self._stats["retries_exhausted"] += 1
+            self._log.warn("Dropping a message on {channel}: its consumer raised ConsumeLater "
+                           "{count} times", channel=channel, count=retries + 1)
+            return
+        content = dict(content)
+        content["__retries__"] = retries + 1
+        delay = min(self.retry_delay * (2 ** retries), self.retry_max_delay)
+        key = next(self._requeue_ids)
+        call = self.reactor.callLater(delay, self._requeue, key)
+        self._requeues[key] = (call, channel, content, key)
+
+    def _requeue(self, key):
+        entry = self._requeues.pop(key, None)
+        if entry is None:
+            return
+        _call, channel, content, _key = entry
+        d = self.layer.send(channel, content)
+        d.addErrback(self._requeue_failed, channel)
+
+    def _requeue_failed(self, f, channel):
+        self._stats["retries_exhausted"] += 1
+        self._log.warn("Could not put a ConsumeLater message back on {channel}; it is lost: "
+                       "{error}", channel=channel, error=f.getErrorMessage())
