@@ -1,18 +1,566 @@
 """
 The Django bridge: ``AsgiRequest``, ``AsgiHandler`` and ``view_consumer``.
 
-(Work in progress: ``view_consumer`` is the default ``http.request``
-consumer the worker routes to.)
+``view_consumer`` is the default ``http.request`` consumer: it runs in a
+worker thread, builds an ``AsgiRequest`` from the message (reading a long
+body lazily from its ``body_channel``), runs Django's request/response cycle
+through ``AsgiHandler`` and sends the response on the reply channel, chunk by
+chunk as it is produced.
 """
 
-__all__ = ["AsgiHandler", "AsgiRequest", "view_consumer"]
+import sys
+import threading
+import traceback
+
+from django import http
+from django.conf import settings
+from django.core import signals
+from django.core.handlers import base
+from django.urls import set_script_prefix
+from django.utils.functional import cached_property
+from twisted.internet import defer, task
+from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import Logger
+from twisted.python import failure, threadable
+
+from .exceptions import ChannelFull, RequestAborted, RequestTimeout, ResponseLater
+from .layers._bridge import ensure_reactor_thread
+
+__all__ = ["AsgiHandler", "AsgiRequest", "view_consumer", "get_view_handler", "set_view_handler"]
+
+_log = Logger(namespace="chanserve.handler")
+
+# How long a reply send keeps retrying on ChannelFull: delays between tries.
+_SEND_RETRY_DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+_INTERNAL_ERROR = {
+    "status": 500,
+    "headers": [[b"content-type", b"text/plain; charset=utf-8"]],
+    "content": b"Internal Server Error",
+    "more_content": False,
+}
+
+
+# -- waiting on the layer from a worker thread ---------------------------------
+
+class _WouldBlock(Exception):
+    """A layer call on the reactor thread did not complete at once."""
+
+
+def _on_reactor(layer, f, *args):
+    """
+    Run ``f(*args)`` (which returns a ``Deferred``) where the layer lives and
+    return its result.
+
+    From a worker thread this blocks until the ``Deferred`` fires. On the
+    reactor thread (or with no reactor running and an in-memory layer) it
+    cannot wait: the result must be there at once, else ``_WouldBlock``.
+    """
+    reactor = layer.reactor
+    running = getattr(reactor, "running", False)
+    if threadable.isInIOThread() or (not running and not layer.cross_process):
+        d = f(*args)
+        box = []
+        d.addBoth(box.append)
+        if not box:
+            d.cancel()
+            d.addErrback(lambda _: None)
+            raise _WouldBlock(
+                "the channel layer could not answer at once and this thread cannot "
+                "wait for it (run Django views in a worker thread)")
+        result = box[0]
+        if isinstance(result, failure.Failure):
+            result.raiseException()
+        return result
+    if not running:
+        ensure_reactor_thread(reactor)
+    return blockingCallFromThread(reactor, f, *args)
+
+
+def _receive_within(layer, channel, timeout, clock):
+    """
+    Receive one message from ``channel``; fail with ``RequestTimeout`` when
+    none arrives within ``timeout`` seconds of ``clock``. Reactor thread.
+    """
+    d = layer.receive([channel])
+    if d.called or not timeout:
+        return d
+    timer = clock.callLater(timeout, d.cancel)
+
+    def stop_timer(result):
+        if timer.active():
+            timer.cancel()
+        return result
+
+    def timed_out(f):
+        f.trap(defer.CancelledError)
+        raise RequestTimeout(f"no request body arrived on {channel!r} for {timeout} seconds")
+
+    return d.addBoth(stop_timer).addErrback(timed_out)
+
+
+def _send_retrying(layer, channel, content, clock, delays=_SEND_RETRY_DELAYS):
+    """
+    Send ``content`` on ``channel``, retrying on ``ChannelFull`` after each of
+    ``delays`` (seconds of ``clock``); fails with the last ``ChannelFull``.
+    Reactor thread.
+    """
+    d = layer.send(channel, content)
+    if d.called and not isinstance(getattr(d, "result", None), failure.Failure):
+        return d
+
+    async def retry(d):
+        for delay in delays:
+            try:
+                return await d
+            except ChannelFull:
+                pass
+            await task.deferLater(clock, delay, lambda: None)
+            d = layer.send(channel, content)
+        return await d
+
+    return defer.Deferred.fromCoroutine(retry(d))
+
+
+# -- the request -----------------------------------------------------------------
+
+class _BodyStream:
+    """
+    The request body as a file-like object: ``body`` first, then the
+    ``http.request.body`` chunks of ``body_channel``, fetched only when read.
+
+    A chunk with ``closed`` raises ``RequestAborted``; no chunk for
+    ``timeout`` seconds raises ``RequestTimeout``. The failure is kept in
+    ``failure`` so the handler knows even when a view swallowed it.
+    """
+
+    def __init__(self, first, layer=None, channel=None, timeout=None, clock=None):
+        self._buffer = bytearray(first)
+        self._pos = 0
+        self._layer = layer
+        self._channel = channel
+        self._timeout = timeout
+        self._clock = clock
+        self._eof = channel is None
+        self.failure = None
+        self.closed = False
+
+    def _fetch(self):
+        """Append the next chunk to the buffer (or reach the end)."""
+        if self.failure is not None:
+            raise self.failure
+        try:
+            _, chunk = _on_reactor(
+                self._layer, _receive_within, self._layer, self._channel,
+                self._timeout, self._clock or self._layer.reactor)
+        except RequestAborted as e:  # RequestTimeout included
+            self.failure = e
+            raise
+        except _WouldBlock as e:
+            self.failure = RequestAborted(str(e))
+            raise self.failure from None
+        if chunk.get("closed"):
+            self._eof = True
+            self.failure = RequestAborted("the client went away before sending the whole body")
+            raise self.failure
+        if self._pos:
+            # Drop what was read already, so the buffer holds one chunk or so.
+            del self._buffer[:self._pos]
+            self._pos = 0
+        self._buffer += chunk.get("content") or b""
+        if not chunk.get("more_content"):
+            self._eof = True
+
+    def _available(self):
+        return len(self._buffer) - self._pos
+
+    def read(self, size=-1, /):
+        """Read up to ``size`` bytes (all that is left when negative or None)."""
+        if size is None or size < 0:
+            while not self._eof:
+                self._fetch()
+            size = self._available()
+        else:
+            while self._available() < size and not self._eof:
+                self._fetch()
+        data = bytes(self._buffer[self._pos:self._pos + size])
+        self._pos += len(data)
+        if self._pos == len(self._buffer):
+            self._buffer.clear()
+            self._pos = 0
+        return data
+
+    def readline(self, size=-1, /):
+        """Read one line (up to ``size`` bytes)."""
+        while True:
+            end = self._buffer.find(b"\n", self._pos)
+            if end >= 0 or self._eof or (size is not None and 0 <= size <= self._available()):
+                break
+            self._fetch()
+        stop = len(self._buffer) if end < 0 else end + 1
+        if size is not None and size >= 0:
+            stop = min(stop, self._pos + size)
+        data = bytes(self._buffer[self._pos:stop])
+        self._pos = stop
+        return data
+
+    def seekable(self):
+        return False
+
+    def readable(self):
+        return True
+
+    def close(self):
+        self.closed = True
+
+
+class AsgiRequest(http.HttpRequest):
+    """
+    A Django ``HttpRequest`` built from an ``http.request`` message.
+
+    ``message`` is a ``chanserve.channel.Message`` (or a plain dict, then
+    there is no reply channel and no body channel to read). The body is read
+    lazily: ``body`` first, then the ``body_channel`` chunks, so multipart
+    uploads stream through Django's upload handlers. ``request.message`` and
+    ``request.reply_channel`` are there for views.
+    """
+
+    ResponseLater = ResponseLater
+
+    # Seconds to wait for the next body chunk before answering 408.
+    body_receive_timeout = 60
+
+    def __init__(self, message, *, clock=None):
+        content = getattr(message, "content", message)
+        self.message = message
+        self.reply_channel = getattr(message, "reply_channel", None)
+        self._post_parse_error = False
+        self._read_started = False
+        self.resolver_match = None
+
+        path = content["path"]
+        root_path = content.get("root_path") or ""
+        if settings.FORCE_SCRIPT_NAME is not None:
+            root_path = settings.FORCE_SCRIPT_NAME
+        root = root_path.rstrip("/")
+        if root and (path == root or path.startswith(root + "/")):
+            path_info = path[len(root):]
+        else:
+            path_info = path
+            path = root + path if root else path
+        self.path_info = path_info or "/"
+        self.path = path or "/"
+        self.script_name = root_path
+        self.method = content["method"].upper()
+
+        raw_query = content.get("query_string") or b""
+        if isinstance(raw_query, str):
+            raw_query = raw_query.encode("latin-1", "replace")
+        self._raw_query = raw_query
+        try:
+            query = raw_query.decode("utf-8")
+        except UnicodeDecodeError:
+            query = raw_query.decode("latin-1")
+        scheme = content.get("scheme") or "http"
+        self._scheme = scheme
+        self.META = meta = {
+            "REQUEST_METHOD": self.method,
+            "QUERY_STRING": query,
+            "SCRIPT_NAME": root_path,
+            "PATH_INFO": self.path_info,
+            "SERVER_PROTOCOL": "HTTP/%s" % (content.get("http_version") or "1.1"),
+            "wsgi.url_scheme": scheme,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+        }
+        client = content.get("client")
+        if client:
+            meta["REMOTE_ADDR"] = meta["REMOTE_HOST"] = client[0]
+            meta["REMOTE_PORT"] = client[1]
+        server = content.get("server")
+        if server:
+            meta["SERVER_NAME"] = server[0]
+            meta["SERVER_PORT"] = str(server[1])
+        else:
+            meta["SERVER_NAME"] = "unknown"
+            meta["SERVER_PORT"] = "0"
+        for name, value in content.get("headers") or ():
+            name = name.decode("latin-1").lower()
+            # Like WSGI servers and Django's ASGI handler: a header with an
+            # underscore would be ambiguous with one with a dash.
+            if "_" in name:
+                continue
+            if name == "content-length":
+                key = "CONTENT_LENGTH"
+            elif name == "content-type":
+                key = "CONTENT_TYPE"
+            else:
+                key = "HTTP_" + name.upper().replace("-", "_")
+            value = value.decode("latin-1")
+            if key in meta:
+                value = meta[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
+            meta[key] = value
+        self._set_content_type_params(meta)
+
+        layer = getattr(message, "channel_layer", None)
+        body_channel = content.get("body_channel")
+        self._stream = _BodyStream(
+            content.get("body") or b"",
+            layer=layer if body_channel else None,
+            channel=body_channel if layer is not None else None,
+            timeout=self.body_receive_timeout, clock=clock)
+
+    def _get_scheme(self):
+        return self._scheme
+
+    @cached_property
+    def GET(self):
+        return http.QueryDict(self._raw_query, encoding=self._encoding)
+
+    def _get_post(self):
+        if not hasattr(self, "_post"):
+            self._load_post_and_files()
+        return self._post
+
+    def _set_post(self, post):
+        self._post = post
+
+    def _get_files(self):
+        if not hasattr(self, "_files"):
+            self._load_post_and_files()
+        return self._files
+
+    POST = property(_get_post, _set_post)
+    FILES = property(_get_files)
+
+    @cached_property
+    def COOKIES(self):
+        return http.parse_cookie(self.META.get("HTTP_COOKIE", ""))
+
+    @property
+    def body_failure(self):
+        """``RequestAborted``/``RequestTimeout`` met reading the body, or None."""
+        return getattr(self._stream, "failure", None)
+
+
+# -- the handler -------------------------------------------------------------------
+
+class _ResponseLaterMarker(http.HttpResponse):
+    """Stands for "no response now" while the middleware finishes."""
+
+
+class AsgiHandler(base.BaseHandler):
+    """
+    Django's request/response cycle for ``http.request`` messages.
+
+    Calling the handler with a message yields the ``http.response`` messages
+    of the response (none for ``ResponseLater`` or a client that went away).
+    ``encode_response`` turns any Django response into those messages.
+    """
+
+    request_class = AsgiRequest
+
+    # Largest ``content`` of one response message.
+    chunk_size = 256 * 1024
+
+    def __init__(self, *, clock=None):
+        super().__init__()
+        self._clock = clock
+        self.load_middleware()
+
+    def __call__(self, message):
+        content = getattr(message, "content", message)
+        script_name = content.get("root_path") or ""
+        if settings.FORCE_SCRIPT_NAME is not None:
+            script_name = settings.FORCE_SCRIPT_NAME
+        set_script_prefix(script_name)
+        signals.request_started.send(sender=self.__class__, message=message)
+        try:
+            if self._clock is not None:
+                request = self.request_class(message, clock=self._clock)
+            else:
+                request = self.request_class(message)
+        except UnicodeDecodeError:
+            _log.warn("Bad request (undecodable): {path!r}", path=content.get("path"))
+            response = http.HttpResponseBadRequest()
+            request = None
+        else:
+            response = self.get_response(request)
+        response._handler_class = self.__class__
+        try:
+            failed = getattr(request, "body_failure", None)
+            if isinstance(failed, RequestTimeout):
+                response.close()
+                response = http.HttpResponse(
+                    "Request Timeout (the request body stopped arriving)",
+                    status=408, content_type="text/plain; charset=utf-8")
+                response._handler_class = self.__class__
+            elif failed is not None or isinstance(response, _ResponseLaterMarker):
+                # The client went away, or the view answers later itself.
+                return
+            if isinstance(response, http.FileResponse):
+                response.block_size = self.chunk_size
+            self._remove_content(request, response)
+            yield from self.encode_response(response)
+        finally:
+            response.close()
+
+    @staticmethod
+    def _remove_content(request, response):
+        """No body for HEAD, 1xx, 204 and 304 (headers, Content-Length included, stay)."""
+        status = response.status_code
+        if (request is not None and request.method == "HEAD") or 100 <= status < 200 \
+                or status in (204, 304):
+            if response.streaming:
+                response.streaming_content = []
+            else:
+                response.content = b""
+
+    def _get_response(self, request):
+        try:
+            return super()._get_response(request)
+        except ResponseLater:
+            return _ResponseLaterMarker()
+        except Exception:
+            if getattr(request, "body_failure", None) is not None:
+                # Reading the body failed; __call__ answers (408) or not at all.
+                return http.HttpResponse(status=400)
+            raise
+
+    def process_exception_by_middleware(self, exception, request):
+        if isinstance(exception, ResponseLater) or getattr(request, "body_failure", None) is not None:
+            raise exception
+        return super().process_exception_by_middleware(exception, request)
+
+    @classmethod
+    def encode_response(cls, response):
+        """
+        Yield the ``http.response`` messages of a Django response.
+
+        The first has ``status`` and ``headers`` (every ``Set-Cookie`` kept);
+        ``content`` comes in chunks of at most ``chunk_size`` bytes with
+        ``more_content``. A streaming response is read part by part as it
+        is produced, then closed by an empty last message.
+        """
+        headers = [[_header_bytes(k, "ascii"), _header_bytes(v, "latin-1")]
+                   for k, v in response.items()]
+        for cookie in response.cookies.values():
+            headers.append([b"Set-Cookie", cookie.output(header="").strip().encode("latin-1")])
+        message = {"status": response.status_code, "headers": headers}
+        if response.streaming:
+            message["content"] = b""
+            message["more_content"] = True
+            yield message
+            for part in response:
+                for chunk, _ in cls.chunk_bytes(part):
+                    if chunk:
+                        yield {"content": chunk, "more_content": True}
+            yield {"content": b"", "more_content": False}
+        else:
+            for chunk, last in cls.chunk_bytes(response.content):
+                message["content"] = chunk
+                message["more_content"] = not last
+                yield message
+                message = {}
+
+    @classmethod
+    def chunk_bytes(cls, data):
+        """Yield ``(chunk, last)`` pieces of ``data`` of at most ``chunk_size`` bytes."""
+        if not data:
+            yield b"", True
+            return
+        data = bytes(data) if not isinstance(data, bytes) else data
+        size = cls.chunk_size
+        for position in range(0, len(data), size):
+            yield data[position:position + size], position + size >= len(data)
+
+
+def _header_bytes(value, encoding):
+    return value if isinstance(value, bytes) else str(value).encode(encoding)
+
+
+# -- the default http.request consumer -------------------------------------------
+
+_handler = None
+_handler_lock = threading.Lock()
+
+
+def get_view_handler():
+    """The ``AsgiHandler`` ``view_consumer`` uses (built on first use)."""
+    global _handler
+    if _handler is None:
+        with _handler_lock:
+            if _handler is None:
+                _handler = AsgiHandler()
+    return _handler
+
+
+def set_view_handler(handler):
+    """
+    Make ``view_consumer`` use ``handler`` (a callable like ``AsgiHandler``
+    that yields response messages); ``None`` goes back to the default.
+    ``runserver`` uses it to serve static files.
+    """
+    global _handler
+    with _handler_lock:
+        _handler = handler
+
+
+class _ReplySender:
+    """Sends response messages at once, retrying briefly on ``ChannelFull``."""
+
+    def __init__(self, layer, channel):
+        self.layer = layer
+        self.channel = channel
+        self.started = False
+
+    def send(self, content):
+        _on_reactor(self.layer, _send_retrying, self.layer, self.channel, content, self.layer.reactor)
+        self.started = True
 
 
 def view_consumer(message):
-    """The default ``http.request`` consumer: Django's view layer."""
-    from django.http import HttpResponse
-    response = HttpResponse("chanserve: the Django view layer is not wired in yet", status=503)
-    for chunk in ({"status": response.status_code,
-                   "headers": [[k.encode("ascii"), v.encode("latin1")] for k, v in response.items()],
-                   "content": response.content, "more_content": False},):
-        message.reply_channel.send(chunk, immediately=True)
+    """
+    The default ``http.request`` consumer: Django's view layer.
+
+    Runs in a worker thread. Response chunks go out as they are produced
+    (not held until the consumer returns). It never raises: a failure before
+    the response started is answered with a 500, a failure after it ends the
+    response.
+    """
+    reply = message.reply_channel
+    if reply is None:
+        _log.warn("http.request message without a reply_channel on {channel}",
+                  channel=message.channel.name)
+        return
+    sender = _ReplySender(message.channel_layer, reply.name)
+    replies = get_view_handler()(message)
+    try:
+        for content in replies:
+            sender.send(content)
+    except Exception:
+        send_failed = isinstance(sys.exc_info()[1], (ChannelFull, _WouldBlock))
+        _log.failure("Error serving {path!r}", path=message.content.get("path"))
+        if not send_failed:
+            try:
+                sender.send({"content": b"", "more_content": False} if sender.started
+                            else _internal_error(sys.exc_info()))
+            except Exception:
+                _log.failure("Could not send the error response for {path!r}",
+                             path=message.content.get("path"))
+    finally:
+        close = getattr(replies, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                _log.failure("Error closing the response to {path!r}",
+                             path=message.content.get("path"))
+
+
+def _internal_error(exc_info):
+    """A plain-text 500 response message: the traceback in DEBUG."""
+    message = dict(_INTERNAL_ERROR)
+    if settings.DEBUG:
+        message["content"] = "".join(traceback.format_exception(*exc_info)).encode("utf-8")
+    return message
