@@ -1,0 +1,613 @@
+"""
+One HTTP/1.x connection: requests become ``http.request`` messages, replies become bytes.
+
+Requests on a connection are handled one at a time (pipelined requests wait
+in the buffer, which is bounded by pausing the socket). A WebSocket upgrade
+hands the connection to L{chanserve.server._websocket.WebSocketProtocol}.
+"""
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import ISSLTransport
+from twisted.logger import Logger
+
+from ..exceptions import ChannelFull
+from ._parsing import HTTPError, check_response_header, parse_chunk_size, parse_head, status_line
+
+# Parser states.
+_HEAD = 0
+_BODY_LENGTH = 1
+_CHUNK_SIZE = 2
+_CHUNK_DATA = 3
+_CHUNK_END = 4
+_TRAILERS = 5
+_RESPONDING = 6  # request fully read; waiting for / writing the response
+_UPGRADED = 7
+_CLOSED = 8
+
+_NO_BODY_STATUS = frozenset([204, 304])
+_MAX_CHUNK_LINE = 4096
+
+
+def _address(address):
+    """``[host, port]`` for an IP address, else None."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None or port is None:
+        return None
+    return [host, port]
+
+
+class HTTPProtocol(protocol.Protocol):
+    """
+    Speak HTTP/1.0 and 1.1 to one client on behalf of L{InterfaceServer}.
+
+    @ivar server: the L{chanserve.server._service.InterfaceServer} (settings,
+        layer, reactor, connection table, access log).
+    """
+
+    _log = Logger()
+
+    def __init__(self, server):
+        self.server = server
+        self._buf = bytearray()
+        self._state = _HEAD
+        self._processing = False
+        self._paused = False
+        self._blocked = False       # a layer send is in flight or being retried
+        self._timer = None          # idle / header / body read timeout
+        self._response_timer = None  # http_timeout
+        self._websocket = None
+        self._requests = 0
+        self._reset_request()
+
+    def _reset_request(self):
+        self._head = None
+        self._message = None
+        self._reply_channel = None
+        self._body_channel = None
+        self._body_remaining = 0
+        self._body_parts = []
+        self._body_buffered = 0
+        self._body_total = 0
+        self._body_done = False
+        self._dispatched = False
+        self._response_started = False
+        self._response_done = False
+        self._chunked_response = False
+        self._write_body = True
+        self._keep_alive = False
+        self._status = None
+        self._bytes_sent = 0
+        self._started = 0.0
+        self._retry = None
+        self._retry_delay = 0.0
+        self._pending_body = None
+
+    # -- connection ----------------------------------------------------------
+
+    def connectionMade(self):
+        transport = self.transport
+        self.client = _address(transport.getPeer())
+        self.server_address = _address(transport.getHost())
+        self.secure = ISSLTransport.providedBy(transport)
+        self.server.connection_made(self)
+        self._arm(self.server.idle_timeout, self._idle_timed_out)
+
+    def dataReceived(self, data):
+        if self._state == _UPGRADED:
+            self._websocket.dataReceived(data)
+            return
+        if self._state == _CLOSED:
+            return
+        if self._state == _HEAD and not self._buf and self._head is None:
+            # First byte of a new request: the header deadline starts now.
+            self._arm(self.server.header_timeout, self._header_timed_out)
+        self._buf += data
+        if _BODY_LENGTH <= self._state <= _TRAILERS and self._timer is not None:
+            self._timer.reset(self.server.body_timeout)
+        self._process()
+        if (not self._paused and self._state != _CLOSED
+                and len(self._buf) > self.server.max_buffer):
+            self._pause()
+
+    def connectionLost(self, reason=None):
+        if self._state == _UPGRADED:
+            self._websocket.connectionLost(reason)
+            self.server.connection_lost(self)
+            return
+        previous = self._state
+        self._state = _CLOSED
+        self._cancel_timers()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._dispatched and not self._response_done:
+            server = self.server
+            if self._body_channel is not None and not self._body_done:
+                server.send_quietly(self._body_channel,
+                                    {"content": b"", "more_content": False, "closed": True})
+            server.send_quietly("http.disconnect",
+                                {"reply_channel": self._reply_channel, "path": self._message["path"]})
+            if previous != _HEAD:
+                self._access_log(self._status or 499)
+        if self._reply_channel is not None:
+            self.server.unregister(self._reply_channel)
+        self.server.connection_lost(self)
+
+    # -- timers --------------------------------------------------------------
+
+    def _arm(self, seconds, callback):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self.server.reactor.callLater(seconds, callback) if seconds else None
+
+    def _disarm(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _cancel_timers(self):
+        self._disarm()
+        if self._response_timer is not None and self._response_timer.active():
+            self._response_timer.cancel()
+        self._response_timer = None
+
+    def _idle_timed_out(self):
+        self._timer = None
+        self._log.debug("Closing idle connection from {client}", client=self.client)
+        self._state = _CLOSED
+        self.transport.loseConnection()
+
+    def _header_timed_out(self):
+        self._timer = None
+        self._log.info("Request head from {client} too slow; closing", client=self.client)
+        self._fail(408, "request head not received in time")
+
+    def _body_timed_out(self):
+        self._timer = None
+        self._log.info("Request body from {client} stalled; closing", client=self.client)
+        if self._dispatched:
+            self._state = _CLOSED
+            self.transport.abortConnection()
+        else:
+            self._fail(408, "request body not received in time")
+
+    def _response_timed_out(self):
+        self._response_timer = None
+        if self._response_started:
+            return
+        self._log.warn("No response to {method} {path} within {timeout}s; answering 503",
+                       method=self._message["method"], path=self._message["path"],
+                       timeout=self.server.http_timeout)
+        self._fail(503, "response timeout", body=b"Service Unavailable: no response in time")
+
+    # -- flow control --------------------------------------------------------
+
+    def _pause(self):
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def _resume(self):
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def pause_for_shutdown(self):
+        """The server is stopping: close now if idle, else close after the current response."""
+        if self._state == _UPGRADED:
+            self._websocket.shutdown()
+        elif self._state == _HEAD and self._head is None and not self._buf:
+            self._state = _CLOSED
+            self.transport.loseConnection()
+        else:
+            self._keep_alive = False
+
+    # -- parsing -------------------------------------------------------------
+
+    def _process(self):
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while not self._blocked:
+                state = self._state
+                buf = self._buf
+                if state == _HEAD:
+                    if not buf:
+                        return
+                    if not self._head_step():
+                        return
+                elif state == _BODY_LENGTH:
+                    if not buf:
+                        return
+                    take = min(self._body_remaining, len(buf))
+                    data = bytes(buf[:take])
+                    del buf[:take]
+                    self._body_remaining -= take
+                    self._body_data(data, self._body_remaining == 0)
+                elif state == _CHUNK_SIZE:
+                    end = buf.find(b"\r\n")
+                    if end < 0:
+                        if len(buf) > _MAX_CHUNK_LINE:
+                            raise HTTPError(400, "chunk size line too long")
+                        return
+                    size = parse_chunk_size(bytes(buf[:end]))
+                    del buf[:end + 2]
+                    if size:
+                        self._body_remaining = size
+                        self._state = _CHUNK_DATA
+                    else:
+                        self._state = _TRAILERS
+                elif state == _CHUNK_DATA:
+                    if not buf:
+                        return
+                    take = min(self._body_remaining, len(buf))
+                    data = bytes(buf[:take])
+                    del buf[:take]
+                    self._body_remaining -= take
+                    if not self._body_remaining:
+                        self._state = _CHUNK_END
+                    self._body_data(data, False)
+                elif state == _CHUNK_END:
+                    if len(buf) < 2:
+                        return
+                    if buf[:2] != b"\r\n":
+                        raise HTTPError(400, "chunk data not followed by CRLF")
+                    del buf[:2]
+                    self._state = _CHUNK_SIZE
+                elif state == _TRAILERS:
+                    end = buf.find(b"\r\n")
+                    if end < 0:
+                        if len(buf) > self.server.max_header_size:
+                            raise HTTPError(431, "trailer section too large")
+                        return
+                    del buf[:end + 2]
+                    if end == 0:
+                        self._body_data(b"", True)
+                else:
+                    return
+        except HTTPError as e:
+            self._fail(e.status, e.reason)
+        finally:
+            self._processing = False
+
+    def _head_step(self):
+        """Parse a complete head from the buffer; False when more bytes are needed."""
+        buf = self._buf
+        while buf[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n")
+        limit = self.server.max_header_size
+        if end < 0:
+            if len(buf) > limit:
+                raise HTTPError(431, "request head too large")
+            return False
+        if end > limit:
+            raise HTTPError(431, "request head too large")
+        raw = bytes(buf[:end])
+        del buf[:end + 4]
+        head = parse_head(raw)
+        if len(head.headers) > self.server.max_headers:
+            raise HTTPError(431, "too many header fields")
+        self._start_request(head, raw)
+        return True
+
+    def _start_request(self, head, raw):
+        server = self.server
+        self._disarm()
+        self._head = head
+        self._requests += 1
+        self._started = server.reactor.seconds()
+        self._keep_alive = head.keep_alive and not server.stopping
+
+        client, scheme = self.client, ("https" if self.secure else "http")
+        if server.proxy is not None and client is not None:
+            client, scheme = server.proxy.resolve(client, scheme, head.headers)
+
+        if head.upgrade and head.method == "GET":
+            self._upgrade(head, raw, client, scheme)
+            return
+
+        if head.content_length is not None and head.content_length > server.max_request_body > 0:
+            raise HTTPError(413, "request body larger than --max-request-body")
+
+        self._reply_channel = server.new_reply_channel()
+        self._message = {
+            "reply_channel": self._reply_channel,
+            "http_version": head.http_version,
+            "method": head.method,
+            "scheme": scheme,
+            "path": head.path(),
+            "root_path": server.root_path,
+            "query_string": head.query_string,
+            "headers": head.headers,
+            "body": b"",
+            "client": client,
+            "server": self.server_address,
+        }
+        if head.chunked:
+            self._state = _CHUNK_SIZE
+        elif head.content_length:
+            self._state = _BODY_LENGTH
+            self._body_remaining = head.content_length
+        else:
+            self._state = _RESPONDING
+            self._body_done = True
+            self._dispatch(b"", False)
+            return
+        if head.expect_continue:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._arm(server.body_timeout, self._body_timed_out)
+
+    def _upgrade(self, head, raw, client, scheme):
+        from ._websocket import WebSocketProtocol
+        self._disarm()
+        self._state = _UPGRADED
+        ws = self._websocket = WebSocketProtocol(
+            self.server, head, client, self.server_address,
+            "wss" if scheme == "https" else "ws")
+        ws.makeConnection(self.transport)
+        data = raw + b"\r\n\r\n" + bytes(self._buf)
+        self._buf = bytearray()
+        if self._paused:
+            self._resume()
+        ws.dataReceived(data)
+
+    # -- request body --------------------------------------------------------
+
+    def _body_data(self, data, last):
+        server = self.server
+        if data:
+            self._body_total += len(data)
+            if self._body_total > server.max_request_body > 0:
+                raise HTTPError(413, "request body larger than --max-request-body")
+            self._body_parts.append(data)
+            self._body_buffered += len(data)
+        if last:
+            self._body_done = True
+            self._state = _RESPONDING
+            self._disarm()
+        if not (last or self._body_buffered >= server.body_chunk_size):
+            return
+        content = b"".join(self._body_parts) if len(self._body_parts) != 1 else self._body_parts[0]
+        self._body_parts = []
+        self._body_buffered = 0
+        if not self._dispatched:
+            self._dispatch(content, not last)
+        else:
+            self._send_body({"content": content, "more_content": not last, "closed": False})
+
+    def _dispatch(self, body, more):
+        """Send the ``http.request`` message (with ``body_channel`` when more body follows)."""
+        server = self.server
+        message = self._message
+        message["body"] = body
+        if more:
+            self._body_channel = message["body_channel"] = server.new_body_channel()
+        self._dispatched = True
+        server.register(self._reply_channel, self)
+        self._blocked = True
+        d = server.layer.send("http.request", message)
+        d.addCallbacks(self._request_sent, self._request_not_sent)
+
+    def _request_sent(self, _):
+        if self._state == _CLOSED:
+            return
+        self._response_timer = self.server.reactor.callLater(
+            self.server.http_timeout, self._response_timed_out) if self.server.http_timeout else None
+        self._unblock()
+
+    def _request_not_sent(self, failure):
+        if self._state == _CLOSED:
+            return
+        self._blocked = False
+        self._dispatched = False  # the consumer never saw it: no http.disconnect
+        if failure.check(ChannelFull):
+            self._log.warn("http.request is full; answering 503 to {client}", client=self.client)
+            self.server.count("http_channel_full")
+        else:
+            self._log.failure("Could not send http.request", failure)
+        self._fail(503, "channel layer refused the request",
+                   body=b"Service Unavailable: server overloaded")
+
+    def _send_body(self, message):
+        self._blocked = True
+        self._pending_body = message
+        d = self.server.layer.send(self._body_channel, message)
+        d.addCallbacks(self._body_sent, self._body_not_sent)
+
+    def _body_sent(self, _):
+        self._pending_body = None
+        self._retry_delay = 0.0
+        if self._state != _CLOSED:
+            if self._timer is not None and not self._body_done:
+                self._timer.reset(self.server.body_timeout)  # the consumer is making progress
+            self._unblock()
+
+    def _body_not_sent(self, failure):
+        if self._state == _CLOSED:
+            return
+        if not failure.check(ChannelFull):
+            self._log.failure("Could not send a request body chunk; closing", failure)
+            self._state = _CLOSED
+            self.transport.abortConnection()
+            return
+        # Backpressure: stop reading the socket, retry the same chunk later.
+        self._pause()
+        self._retry_delay = min(max(self._retry_delay * 2, 0.01), 1.0)
+        self._retry = self.server.reactor.callLater(self._retry_delay, self._retry_body)
+
+    def _retry_body(self):
+        self._retry = None
+        if self._state != _CLOSED:
+            self._send_body(self._pending_body)
+
+    def _unblock(self):
+        self._blocked = False
+        if self._paused and len(self._buf) <= self.server.max_buffer:
+            self._resume()
+        self._process()
+
+    # -- response ------------------------------------------------------------
+
+    def reply(self, message):
+        """Handle one message from this request's reply channel."""
+        if self._state == _CLOSED or self._response_done:
+            return
+        try:
+            if not self._response_started:
+                self._start_response(message)
+            else:
+                content = message.get("content", b"")
+                if content:
+                    self._write_content(content)
+            if not message.get("more_content", False):
+                self._finish_response()
+        except (TypeError, ValueError) as e:
+            self._log.error("Invalid response message for {path}: {error}",
+                            path=self._message["path"], error=e)
+            if self._response_started:
+                self._state = _CLOSED
+                self.transport.abortConnection()
+            else:
+                self._fail(500, "invalid response message")
+
+    def _start_response(self, message):
+        status = message.get("status")
+        if type(status) is not int or not 100 <= status <= 999:
+            raise ValueError(f"response status must be an int, not {status!r}")
+        content = message.get("content", b"")
+        if type(content) is not bytes:
+            raise TypeError(f"response content must be bytes, not {type(content).__name__}")
+        more = bool(message.get("more_content", False))
+        head = self._head
+        server = self.server
+        lines = [status_line(status)]
+        has_length = has_date = has_server = False
+        for header in message.get("headers", ()):
+            name, value = check_response_header(header[0], header[1])
+            lname = name.lower()
+            if lname == b"content-length":
+                has_length = True
+            elif lname == b"transfer-encoding":
+                continue  # framing is ours to choose
+            elif lname == b"connection":
+                if b"close" in value.lower():
+                    self._keep_alive = False
+                continue
+            elif lname == b"date":
+                has_date = True
+            elif lname == b"server":
+                has_server = True
+            lines.append(b"%s: %s\r\n" % (name, value))
+        no_body = status in _NO_BODY_STATUS or status < 200
+        self._write_body = not (no_body or head.method == "HEAD")
+        if not has_length and not no_body:
+            if not more:
+                lines.append(b"Content-Length: %d\r\n" % len(content))
+            elif head.http_version == "1.1":
+                self._chunked_response = self._write_body
+                if head.method != "HEAD":
+                    lines.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self._keep_alive = False
+        if not self._body_done:
+            self._keep_alive = False  # the rest of the request body would have to be read
+        if not has_date:
+            lines.append(server.date_header())
+        if not has_server:
+            lines.append(b"Server: chanserve\r\n")
+        if not self._keep_alive:
+            lines.append(b"Connection: close\r\n")
+        elif head.http_version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        self._response_started = True
+        self._status = status
+        if self._response_timer is not None and self._response_timer.active():
+            self._response_timer.cancel()
+        self._response_timer = None
+        if content and self._write_body:
+            if self._chunked_response:
+                lines.append(b"%x\r\n" % len(content))
+                lines.append(content)
+                lines.append(b"\r\n")
+            else:
+                lines.append(content)
+            self._bytes_sent += len(content)
+        self.transport.write(b"".join(lines))
+
+    def _write_content(self, content):
+        if type(content) is not bytes:
+            raise TypeError(f"response content must be bytes, not {type(content).__name__}")
+        if not self._write_body:
+            return
+        self._bytes_sent += len(content)
+        if self._chunked_response:
+            self.transport.writeSequence((b"%x\r\n" % len(content), content, b"\r\n"))
+        else:
+            self.transport.write(content)
+
+    def _finish_response(self):
+        if self._chunked_response:
+            self.transport.write(b"0\r\n\r\n")
+        self._response_done = True
+        self._access_log(self._status)
+        self.server.unregister(self._reply_channel)
+        if not self._keep_alive or self.server.stopping:
+            self._state = _CLOSED
+            self._cancel_timers()
+            self.transport.loseConnection()
+            return
+        self._reset_request()
+        self._state = _HEAD
+        self._arm(self.server.idle_timeout, self._idle_timed_out)
+        if self._buf:
+            self._arm(self.server.header_timeout, self._header_timed_out)
+            if self._paused and not self._blocked:
+                self._resume()
+            self._process()
+
+    def _access_log(self, status):
+        log = self.server.access_log
+        if log is not None:
+            message = self._message
+            log.http(self.server.reactor.seconds() - self._started, message["client"],
+                     message["method"], message["path"], message["query_string"],
+                     status, self._bytes_sent)
+
+    def _fail(self, status, reason, body=None):
+        """Answer ``status`` (unless a response started) and close the connection."""
+        if self._state == _CLOSED:
+            return
+        self._log.debug("{status} to {client}: {reason}", status=status, client=self.client,
+                        reason=reason)
+        if not self._response_started:
+            if body is None:
+                body = b"%d %s\n" % (status, status_line(status)[13:-2])
+            self.transport.write(b"".join([
+                status_line(status),
+                b"Content-Type: text/plain; charset=utf-8\r\n",
+                b"Content-Length: %d\r\n" % len(body),
+                self.server.date_header(),
+                b"Server: chanserve\r\nConnection: close\r\n\r\n",
+                body]))
+            self._status = status
+            self._bytes_sent = len(body)
+            if self._message is not None:
+                self._access_log(status)
+            elif self.server.access_log is not None:
+                self.server.access_log.refused(self.client, status, reason)
+        if self._reply_channel is not None:
+            self.server.unregister(self._reply_channel)
+        if self._dispatched and not self._response_done:
+            self._response_done = True
+            if self._body_channel is not None and not self._body_done:
+                self.server.send_quietly(self._body_channel,
+                                         {"content": b"", "more_content": False, "closed": True})
+        self._state = _CLOSED
+        self._cancel_timers()
+        self._buf = bytearray()
+        self.transport.loseConnection()
+
