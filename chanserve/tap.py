@@ -148,9 +148,22 @@ def setup_django(options):
 
 
 def makeService(options):
-    """Build the ``MultiService`` for ``options``; see ``chanserve.service``."""
+    """
+    Build the ``MultiService`` for ``options``; see ``chanserve.service``.
+
+    A bad settings module, setting or routing ends ``twistd`` here with one
+    line on standard error and exit status 1 (logging has not started yet).
+    """
     from twisted.internet import reactor
 
-    from .service import make_chanserve_service
-    setup_django(options)
-    return make_chanserve_service(options, reactor)
+    try:
+        setup_django(options)
+    except Exception as e:
+        raise SystemExit(
+            f"chanserve: cannot load Django settings {options['settings']!r}: "
+            f"{type(e).__name__}: {e}")
+    from .service import StartupError, make_chanserve_service
+    try:
+        return make_chanserve_service(options, reactor)
+    except StartupError as e:
+        raise SystemExit(f"chanserve: {e}")

@@ -1,0 +1,39 @@
+"""Consumers for the worker's end-to-end tests: failures, rejects, async, routing kwargs."""
+
+from chanserve import Group
+from chanserve.exceptions import DenyConnection
+from chanserve.routing import route
+
+
+def http_raises(message):
+    raise RuntimeError("http_raises: this consumer always fails")
+
+
+def ws_raises(message):
+    raise RuntimeError("ws_raises: this consumer always fails")
+
+
+def connect_rejects(message):
+    raise DenyConnection()
+
+
+def connect_rejects_by_message(message):
+    message.reply_channel.send({"accept": False})
+
+
+async def async_echo(message):
+    """An ``async def`` consumer: runs on the reactor."""
+    await message.reply_channel.send({"text": "async: " + message.content["text"]})
+
+
+def room_connect(message, room):
+    """A connect consumer taking a routing kwarg: greets the socket with its room."""
+    message.reply_channel.send({"text": "room=" + room})
+
+
+error_routing = [
+    route("http.request", http_raises, path=r"^/http/$"),
+    route("websocket.receive", ws_raises, path=r"^/ws/$"),
+    route("websocket.connect", connect_rejects, path=r"^/deny/$"),
+    route("websocket.connect", connect_rejects_by_message, path=r"^/reject/$"),
+]
