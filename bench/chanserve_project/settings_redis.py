@@ -1,0 +1,13 @@
+"""chanserve on its Redis layer (CHANSERVE_BENCH_REDIS=redis://host:port)."""
+
+import os
+
+from .settings import *  # noqa: F401,F403
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "chanserve.layers.RedisChannelLayer",
+        "CONFIG": {"hosts": [os.environ.get("CHANSERVE_BENCH_REDIS", "redis://127.0.0.1:6379/0")]},
+        "ROUTING": "chanserve_project.routing.channel_routing",
+    }
+}
