@@ -1,0 +1,18 @@
+"""
+Settings of the Django comparison project run by runserver / twistd in
+tests: DEBUG, static files (listed before chanserve, so chanserve's
+runserver must take over staticfiles' one), the comparison URLs.
+"""
+
+import os
+
+from .settings import *  # noqa: F401,F403
+from .settings import BASE_DIR, INSTALLED_APPS
+
+DEBUG = True
+ROOT_URLCONF = "tests.project.django_urls"
+INSTALLED_APPS = [
+    app for app in INSTALLED_APPS if app != "chanserve"
+] + ["django.contrib.staticfiles", "chanserve"]
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [os.path.join(BASE_DIR, "django_static")]
