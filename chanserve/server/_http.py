@@ -221,7 +221,8 @@ class HTTPProtocol(protocol.Protocol):
                 elif state == _BODY_LENGTH:
                     if not buf:
                         return
-                    take = min(self._body_remaining, len(buf))
+                    take = min(self._body_remaining, len(buf),
+                               self.server.body_chunk_size - self._body_buffered)
                     data = bytes(buf[:take])
                     del buf[:take]
                     self._body_remaining -= take
@@ -242,7 +243,8 @@ class HTTPProtocol(protocol.Protocol):
                 elif state == _CHUNK_DATA:
                     if not buf:
                         return
-                    take = min(self._body_remaining, len(buf))
+                    take = min(self._body_remaining, len(buf),
+                               self.server.body_chunk_size - self._body_buffered)
                     data = bytes(buf[:take])
                     del buf[:take]
                     self._body_remaining -= take

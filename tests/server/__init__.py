@@ -1,0 +1,1 @@
+"""Tests of the interface server (chanserve.server)."""

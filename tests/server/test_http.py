@@ -1,0 +1,568 @@
+"""HTTP in the interface server, in memory: messages, responses, streaming, limits, timeouts."""
+
+import io
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from chanserve.server._parsing import HTTPError, parse_head
+from chanserve.server._proxy import ProxyHeaders
+
+from .support import Harness
+
+GET = b"GET /hello HTTP/1.1\r\nHost: example.com\r\n\r\n"
+OK = {"status": 200, "headers": [[b"content-type", b"text/plain"]], "content": b"hi",
+      "more_content": False}
+
+
+class HTTPTestCase(SynchronousTestCase):
+    """Shared set-up: a harness, torn down at the end."""
+
+    options = {}
+    layer_options = None
+
+    def setUp(self):
+        self.h = Harness(layer_options=self.layer_options, **self.options)
+        self.addCleanup(self.h.stop)
+
+    def request(self, data=GET, peer=("10.0.0.7", 50000)):
+        protocol, transport = self.h.connect(peer)
+        protocol.dataReceived(data)
+        return protocol, transport
+
+    def assertServed(self):
+        """A fresh, well-behaved client still gets its answer."""
+        _, transport = self.request()
+        message = self.h.next("http.request")
+        self.assertEqual(message["path"], "/hello")
+        self.h.reply(message, OK)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nhi"))
+
+
+class RequestMessageTests(HTTPTestCase):
+    """What an HTTP request becomes on the ``http.request`` channel."""
+
+    options = {"root_path": "/mount"}
+
+    def test_every_contract_key(self):
+        """A request carries every contract key, with headers lowercased, ordered, duplicates kept."""
+        self.request(b"GET /a%20b/%C3%A9?x=1&y=%20 HTTP/1.1\r\nHost: example.com\r\n"
+                     b"X-Thing: one\r\nAccept: */*\r\nx-thing: two\r\n\r\n")
+        message = self.h.next("http.request")
+        self.assertEqual(message["reply_channel"].split("!")[0] + "!", self.h.server.prefix)
+        self.assertEqual(message["http_version"], "1.1")
+        self.assertEqual(message["method"], "GET")
+        self.assertEqual(message["scheme"], "http")
+        self.assertEqual(message["path"], "/a b/\u00e9")
+        self.assertEqual(message["root_path"], "/mount")
+        self.assertEqual(message["query_string"], b"x=1&y=%20")
+        self.assertEqual(message["headers"], [
+            [b"host", b"example.com"], [b"x-thing", b"one"], [b"accept", b"*/*"],
+            [b"x-thing", b"two"]])
+        self.assertEqual(message["body"], b"")
+        self.assertNotIn("body_channel", message)
+        self.assertEqual(message["client"], ["10.0.0.7", 50000])
+        self.assertEqual(message["server"], ["127.0.0.1", 8000])
+
+    def test_underscore_headers_dropped(self):
+        """Header names containing ``_`` are dropped (they could smuggle as ``-`` in WSGI-style META)."""
+        self.request(b"GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 1.2.3.4\r\nX-Ok: 1\r\n\r\n")
+        self.assertEqual(self.h.next("http.request")["headers"], [[b"host", b"a"], [b"x-ok", b"1"]])
+
+    def test_small_body(self):
+        """A body within one chunk travels in ``body``, with no ``body_channel``."""
+        protocol, _ = self.request(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel")
+        self.assertIsNone(self.h.next("http.request"))  # it waits for the whole body
+        protocol.dataReceived(b"lo")
+        message = self.h.next("http.request")
+        self.assertEqual(message["body"], b"hello")
+        self.assertNotIn("body_channel", message)
+
+    def test_chunked_body(self):
+        """A chunked request body is decoded (extensions and trailers ignored)."""
+        self.request(b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n")
+        self.assertEqual(self.h.next("http.request")["body"], b"hello0123456789")
+
+    def test_http10(self):
+        """An HTTP/1.0 request without Host is accepted and says ``http_version`` 1.0."""
+        self.request(b"GET /old HTTP/1.0\r\n\r\n")
+        self.assertEqual(self.h.next("http.request")["http_version"], "1.0")
+
+    def test_absolute_form(self):
+        """An absolute-form target gives its path and query."""
+        self.request(b"GET http://example.com/abs?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        message = self.h.next("http.request")
+        self.assertEqual((message["path"], message["query_string"]), ("/abs", b"q=1"))
+
+
+class ResponseTests(HTTPTestCase):
+    """Reply messages become HTTP responses."""
+
+    def test_content_length_and_keep_alive(self):
+        """A complete response gets Content-Length, and the connection serves the next request."""
+        protocol, transport = self.request()
+        self.h.reply(self.h.next("http.request"), OK)
+        value = transport.value()
+        self.assertIn(b"\r\nContent-Length: 2\r\n", value)
+        self.assertIn(b"\r\ncontent-type: text/plain\r\n", value)
+        self.assertIn(b"\r\nDate: ", value)
+        self.assertNotIn(b"Connection: close", value)
+        transport.clear()
+        protocol.dataReceived(GET)
+        self.h.reply(self.h.next("http.request"), OK)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK"))
+        self.assertTrue(transport.connected)
+
+    def test_streaming_chunked(self):
+        """Without Content-Length, ``more_content`` chunks go out with chunked encoding."""
+        _, transport = self.request()
+        message = self.h.next("http.request")
+        self.h.reply(message, {"status": 200, "headers": [], "content": b"abc", "more_content": True})
+        self.h.reply(message, {"content": b"defgh", "more_content": True})
+        self.h.reply(message, {"content": b"", "more_content": False})
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertIn(b"Transfer-Encoding: chunked", head)
+        self.assertEqual(body, b"3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n")
+
+    def test_streaming_with_length(self):
+        """With the application's Content-Length, chunks are written as they are."""
+        _, transport = self.request()
+        message = self.h.next("http.request")
+        self.h.reply(message, {"status": 200, "headers": [[b"Content-Length", b"4"]],
+                               "content": b"ab", "more_content": True})
+        self.h.reply(message, {"content": b"cd"})
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertNotIn(b"chunked", head)
+        self.assertEqual(body, b"abcd")
+
+    def test_http10_streaming_closes(self):
+        """An HTTP/1.0 streamed response without length ends by closing the connection."""
+        _, transport = self.request(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        message = self.h.next("http.request")
+        self.h.reply(message, {"status": 200, "content": b"ab", "more_content": True})
+        self.h.reply(message, {"content": b"cd", "more_content": False})
+        self.assertTrue(transport.value().endswith(b"Connection: close\r\n\r\nabcd"))
+        self.assertFalse(transport.connected)
+
+    def test_http10_keep_alive(self):
+        """An HTTP/1.0 client asking for keep-alive gets it when the length is known."""
+        _, transport = self.request(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.h.reply(self.h.next("http.request"), OK)
+        self.assertIn(b"Connection: keep-alive\r\n", transport.value())
+        self.assertTrue(transport.connected)
+
+    def test_head(self):
+        """A response to HEAD carries headers only."""
+        _, transport = self.request(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.h.reply(self.h.next("http.request"), OK)
+        self.assertTrue(transport.value().endswith(b"\r\n\r\n"))
+        self.assertIn(b"Content-Length: 2", transport.value())
+
+    def test_no_body_status(self):
+        """A 204 gets neither a body nor a Content-Length."""
+        _, transport = self.request()
+        self.h.reply(self.h.next("http.request"), {"status": 204, "content": b"x"})
+        self.assertNotIn(b"Content-Length", transport.value())
+        self.assertTrue(transport.value().endswith(b"\r\n\r\n"))
+
+    def test_pipelining(self):
+        """Pipelined requests are answered in order, one dispatched at a time."""
+        protocol, transport = self.request(GET + b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+        first = self.h.next("http.request")
+        self.assertIsNone(self.h.next("http.request"))
+        self.h.reply(first, dict(OK, content=b"one"))
+        second = self.h.next("http.request")
+        self.assertEqual(second["path"], "/second")
+        self.h.reply(second, dict(OK, content=b"two"))
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertTrue(transport.value().endswith(b"two"))
+
+    def test_connection_close(self):
+        """``Connection: close`` from the client closes after the response."""
+        _, transport = self.request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        self.h.reply(self.h.next("http.request"), OK)
+        self.assertIn(b"Connection: close", transport.value())
+        self.assertFalse(transport.connected)
+
+    def test_header_injection_refused(self):
+        """A response header with CR/LF is refused with a 500, not written."""
+        _, transport = self.request()
+        self.h.reply(self.h.next("http.request"),
+                     {"status": 200, "headers": [[b"x-evil", b"a\r\nSet-Cookie: x=1"]]})
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 500 "))
+        self.assertNotIn(b"Set-Cookie", transport.value())
+        self.assertServed()
+
+    def test_reply_for_gone_request_dropped(self):
+        """A reply to a request whose client left is counted and dropped."""
+        protocol, transport = self.request()
+        message = self.h.next("http.request")
+        transport.loseConnection()
+        self.h.reply(message, OK)
+        self.assertEqual(self.h.server.statistics["replies_dropped"], 1)
+
+    def test_disconnect_message(self):
+        """A client leaving before its response makes an ``http.disconnect`` message."""
+        protocol, transport = self.request(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        message = self.h.next("http.request")
+        transport.loseConnection()
+        self.assertEqual(self.h.next("http.disconnect"),
+                         {"reply_channel": message["reply_channel"], "path": "/slow"})
+
+    def test_no_disconnect_after_response(self):
+        """No ``http.disconnect`` once the response is complete."""
+        protocol, transport = self.request()
+        self.h.reply(self.h.next("http.request"), OK)
+        transport.loseConnection()
+        self.assertIsNone(self.h.next("http.disconnect"))
+
+
+class BodyStreamingTests(HTTPTestCase):
+    """Large bodies travel as ``http.request.body`` chunks, with backpressure."""
+
+    options = {"body_chunk_size": 4}
+    layer_options = {"channel_capacity": {"http.request.body*": 2}}
+
+    def test_chunks(self):
+        """A body over one chunk: first chunk in ``body``, the rest on ``body_channel`` in order."""
+        self.request(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789")
+        message = self.h.next("http.request")
+        self.assertEqual(message["body"], b"0123456789"[:len(message["body"])])
+        channel = message["body_channel"]
+        self.assertTrue(channel.startswith("http.request.body?"))
+        chunks = []
+        while True:
+            chunk = self.h.next(channel)
+            chunks.append(chunk)
+            if not chunk["more_content"]:
+                break
+        self.assertEqual(message["body"] + b"".join(c["content"] for c in chunks), b"0123456789")
+        self.assertEqual({c["closed"] for c in chunks}, {False})
+
+    def test_streams_before_upload_ends(self):
+        """``http.request`` goes as soon as the first chunk is in, while the client still uploads."""
+        protocol, _ = self.request(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nabcd")
+        message = self.h.next("http.request")
+        self.assertEqual(message["body"], b"abcd")
+        protocol.dataReceived(b"efgh")
+        self.assertEqual(self.h.next(message["body_channel"])["content"], b"efgh")
+
+    def test_backpressure(self):
+        """A full body channel pauses the socket; reading the channel lets the upload go on."""
+        protocol, transport = self.request(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 24\r\n\r\n" + b"x" * 16)
+        message = self.h.next("http.request")
+        self.assertEqual(transport.producerState, "paused")
+        protocol.dataReceived(b"y" * 8)
+        received = [message["body"]]
+        for _ in range(10):
+            self.h.reactor.advance(1)
+            chunk = self.h.next(message["body_channel"])
+            while chunk is not None:
+                received.append(chunk["content"])
+                if not chunk["more_content"]:
+                    break
+                chunk = self.h.next(message["body_channel"])
+            if chunk is not None and not chunk["more_content"]:
+                break
+        self.assertEqual(b"".join(received), b"x" * 16 + b"y" * 8)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_client_leaves_mid_body(self):
+        """A client gone mid-upload: the body channel gets ``closed`` and ``http.disconnect`` is sent."""
+        protocol, transport = self.request(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n" + b"x" * 4)
+        message = self.h.next("http.request")
+        transport.loseConnection()
+        self.assertEqual(self.h.next(message["body_channel"]),
+                         {"content": b"", "more_content": False, "closed": True})
+        self.assertEqual(self.h.next("http.disconnect")["reply_channel"], message["reply_channel"])
+
+
+class MalformedRequestTests(HTTPTestCase):
+    """Malformed input gets a 4xx/5xx and a closed connection; everyone else is still served."""
+
+    def assertRefused(self, data, status):
+        _, transport = self.request(data)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 %d " % status), transport.value())
+        self.assertFalse(transport.connected)
+        self.assertIsNone(self.h.next("http.request"))
+        self.assertServed()
+
+    def test_bad_request_line(self):
+        """A request line with the wrong number of parts: 400."""
+        self.assertRefused(b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400)
+
+    def test_bad_method(self):
+        """A method that is not a token: 400."""
+        self.assertRefused(b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400)
+
+    def test_space_before_colon(self):
+        """Whitespace between a header name and its colon: 400 (RFC 9112 5.1)."""
+        self.assertRefused(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400)
+
+    def test_obs_fold(self):
+        """Obsolete line folding: 400."""
+        self.assertRefused(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", 400)
+
+    def test_bare_lf_in_value(self):
+        """A bare LF inside the head: 400."""
+        self.assertRefused(b"GET / HTTP/1.1\r\nHost: a\nX-B: c\r\n\r\n", 400)
+
+    def test_control_character(self):
+        """A NUL in a header value: 400."""
+        self.assertRefused(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x00c\r\n\r\n", 400)
+
+    def test_missing_host(self):
+        """HTTP/1.1 without Host: 400."""
+        self.assertRefused(b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n", 400)
+
+    def test_two_hosts(self):
+        """Two Host fields: 400."""
+        self.assertRefused(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400)
+
+    def test_content_length_and_chunked(self):
+        """Content-Length together with Transfer-Encoding (request smuggling): 400."""
+        self.assertRefused(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n", 400)
+
+    def test_conflicting_lengths(self):
+        """Two different Content-Lengths: 400."""
+        self.assertRefused(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                           b"Content-Length: 4\r\n\r\nabcd", 400)
+
+    def test_signed_length(self):
+        """A Content-Length with a sign: 400."""
+        self.assertRefused(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", 400)
+
+    def test_unknown_transfer_coding(self):
+        """A transfer coding other than chunked: 501."""
+        self.assertRefused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501)
+
+    def test_bad_chunk_size(self):
+        """A chunk size that is not hex: 400."""
+        self.assertRefused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"zz\r\nhello\r\n0\r\n\r\n", 400)
+
+    def test_chunk_without_crlf(self):
+        """Chunk data longer than announced: 400."""
+        self.assertRefused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"3\r\nhello\r\n0\r\n\r\n", 400)
+
+    def test_http2_version(self):
+        """An HTTP version we don't speak: 505."""
+        self.assertRefused(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505)
+
+    def test_binary_garbage(self):
+        """Random binary bytes: 400."""
+        self.assertRefused(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400)
+
+
+class LimitTests(HTTPTestCase):
+    """Size limits and timeouts; after each trips, a well-behaved client is still served."""
+
+    options = {"max_header_size": 1024, "max_headers": 10, "max_request_body": 100,
+               "http_timeout": 5.0, "header_timeout": 3.0, "idle_timeout": 7.0,
+               "body_timeout": 4.0}
+    layer_options = {"channel_capacity": {"http.request": 1}}
+
+    def test_header_block_too_large(self):
+        """A head over ``max_header_size``: 431, even before its end arrives."""
+        _, transport = self.request(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 2000)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 431 "))
+        self.assertFalse(transport.connected)
+        self.assertServed()
+
+    def test_too_many_headers(self):
+        """More than ``max_headers`` fields: 431."""
+        many = b"".join(b"X-%d: v\r\n" % i for i in range(11))
+        _, transport = self.request(b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 431 "))
+        self.assertServed()
+
+    def test_body_too_large(self):
+        """A Content-Length over ``max_request_body``: 413 before reading the body."""
+        _, transport = self.request(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\nExpect: 100-continue\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+        self.assertNotIn(b"100 Continue", transport.value())
+        self.assertIsNone(self.h.next("http.request"))
+        self.assertServed()
+
+    def test_chunked_body_too_large(self):
+        """A chunked body growing over ``max_request_body``: 413."""
+        _, transport = self.request(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"40\r\n" + b"a" * 64 + b"\r\n40\r\n" + b"b" * 64 + b"\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+        self.assertServed()
+
+    def test_expect_continue(self):
+        """``Expect: 100-continue`` within the limit gets a 100 Continue."""
+        _, transport = self.request(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def test_slow_head(self):
+        """A head still incomplete after ``header_timeout`` (slowloris): 408 and closed."""
+        protocol, transport = self.request(b"GET / HTTP/1.1\r\n")
+        self.h.reactor.advance(2)
+        protocol.dataReceived(b"Host: a\r\n")
+        self.h.reactor.advance(1.5)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertFalse(transport.connected)
+        self.assertServed()
+
+    def test_idle_keep_alive(self):
+        """A keep-alive connection idle for ``idle_timeout`` is closed silently."""
+        protocol, transport = self.request()
+        self.h.reply(self.h.next("http.request"), OK)
+        self.h.reactor.advance(6.9)
+        self.assertTrue(transport.connected)
+        self.h.reactor.advance(0.2)
+        self.assertFalse(transport.connected)
+        self.assertServed()
+
+    def test_body_stall(self):
+        """A body that stops arriving for ``body_timeout``: 408 and closed."""
+        _, transport = self.request(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        self.h.reactor.advance(4.1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertFalse(transport.connected)
+        self.assertServed()
+
+    def test_response_timeout(self):
+        """No response within ``http_timeout``: 503; the late response is dropped."""
+        _, transport = self.request()
+        message = self.h.next("http.request")
+        self.h.reactor.advance(5.1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "))
+        self.assertFalse(transport.connected)
+        self.h.reply(message, OK)
+        self.assertNotIn(b"200 OK", transport.value())
+        self.assertServed()
+
+    def test_channel_full(self):
+        """``ChannelFull`` on ``http.request``: 503 at once."""
+        self.request()
+        _, transport = self.request()
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "))
+        self.assertEqual(self.h.server.statistics["http_channel_full"], 1)
+        self.h.next("http.request")
+        self.assertServed()
+
+
+class ShutdownTests(SynchronousTestCase):
+    """``stopService``: in-flight responses finish, idle connections close."""
+
+    def test_graceful(self):
+        """Idle connections close at once; the stop waits for an in-flight response."""
+        h = Harness()
+        _, idle = h.connect()
+        _, busy = h.connect()
+        busy.protocol.dataReceived(GET)
+        message = h.next("http.request")
+        d = h.server.stopService()
+        self.assertFalse(idle.connected)
+        self.assertNoResult(d)
+        h.reply(message, OK)
+        self.assertIn(b"Connection: close", busy.value())
+        self.assertFalse(busy.connected)
+        self.successResultOf(d)
+        self.assertEqual(h.reactor.getDelayedCalls(), [])
+
+    def test_deadline(self):
+        """Connections still busy at ``shutdown_timeout`` are aborted."""
+        h = Harness(shutdown_timeout=3)
+        _, busy = h.connect()
+        busy.protocol.dataReceived(GET)
+        d = h.server.stopService()
+        h.reactor.advance(3)
+        self.assertFalse(busy.connected)
+        self.successResultOf(d)
+
+
+class AccessLogTests(HTTPTestCase):
+    """One access log line per request."""
+
+    def setUp(self):
+        self.log = io.StringIO()
+        self.options = {"access_log": self.log}
+        super().setUp()
+
+    def test_line(self):
+        """Client, method, path with query, status, size and duration appear."""
+        self.request(b"GET /p?q=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.h.reactor.advance(0.25)
+        self.h.reply(self.h.next("http.request"), OK)
+        line = self.log.getvalue()
+        self.assertRegex(line, r'^10\.0\.0\.7:50000 - - \[\d\d/\w+/\d{4}:[\d:]+ \+0000\] '
+                               r'"GET /p\?q=1" 200 2 0\.250\n$')
+
+    def test_refused(self):
+        """A refused request is logged with its status."""
+        self.request(b"BAD\r\n\r\n")
+        self.assertIn('"- -" 400', self.log.getvalue())
+
+
+class ProxyHeaderTests(SynchronousTestCase):
+    """X-Forwarded-* are believed only from trusted proxies, right-most untrusted hop first."""
+
+    def setUp(self):
+        self.proxy = ProxyHeaders(["127.0.0.1", "10.0.0.0/8"])
+
+    def test_untrusted_peer(self):
+        """From an untrusted peer the headers are ignored."""
+        headers = [[b"x-forwarded-for", b"1.1.1.1"], [b"x-forwarded-proto", b"https"]]
+        self.assertEqual(self.proxy.resolve(["8.8.8.8", 5], "http", headers),
+                         (["8.8.8.8", 5], "http"))
+
+    def test_right_most_untrusted(self):
+        """A forged left-most entry is skipped: the right-most untrusted hop is the client."""
+        headers = [[b"x-forwarded-for", b"6.6.6.6, 2.2.2.2, 10.1.1.1"],
+                   [b"x-forwarded-proto", b"https"], [b"x-forwarded-port", b"4433"]]
+        self.assertEqual(self.proxy.resolve(["127.0.0.1", 5], "http", headers),
+                         (["2.2.2.2", 4433], "https"))
+
+    def test_garbage(self):
+        """A non-address entry stops the walk at the last good hop."""
+        headers = [[b"x-forwarded-for", b"2.2.2.2, nonsense, 10.1.1.1"]]
+        self.assertEqual(self.proxy.resolve(["127.0.0.1", 5], "http", headers)[0][0], "10.1.1.1")
+
+    def test_through_server(self):
+        """With ``proxy_headers`` the request's ``client`` and ``scheme`` come from the headers."""
+        h = Harness(proxy_headers=True, trusted_proxies=["10.0.0.0/8"])
+        self.addCleanup(h.stop)
+        protocol, _ = h.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 3.3.3.3\r\n"
+                              b"X-Forwarded-Proto: https\r\n\r\n")
+        message = h.next("http.request")
+        self.assertEqual((message["client"], message["scheme"]), (["3.3.3.3", 0], "https"))
+
+
+class ParseHeadTests(SynchronousTestCase):
+    """The request head parser on its own."""
+
+    def test_keep_alive_rules(self):
+        """1.1 is persistent unless ``close``; 1.0 only with ``keep-alive``."""
+        self.assertTrue(parse_head(b"GET / HTTP/1.1\r\nHost: a").keep_alive)
+        self.assertFalse(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Close").keep_alive)
+        self.assertFalse(parse_head(b"GET / HTTP/1.0").keep_alive)
+        self.assertTrue(parse_head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive").keep_alive)
+
+    def test_upgrade(self):
+        """A WebSocket upgrade needs both ``Upgrade: websocket`` and ``Connection: upgrade``."""
+        self.assertTrue(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\n"
+                                   b"Connection: keep-alive, Upgrade").upgrade)
+        self.assertFalse(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket").upgrade)
+
+    def test_error_status(self):
+        """Errors carry the status to answer."""
+        e = self.assertRaises(HTTPError, parse_head, b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: x")
+        self.assertEqual(e.status, 501)
+
+    def test_whitespace_trimmed(self):
+        """Optional whitespace around a header value is not part of it."""
+        head = parse_head(b"GET / HTTP/1.1\r\nHost:  a \t")
+        self.assertEqual(head.headers, [[b"host", b"a"]])
