@@ -13,14 +13,16 @@ from twisted.python import usage
 DEFAULT_ENDPOINT = "tcp:8000:interface=127.0.0.1"
 
 
-def _number(kind, minimum, allow_zero=False):
+def _number(kind, minimum, allow_zero=False, option=None):
+    where = f"--{option} " if option else ""
+
     def parse(value):
         try:
             n = kind(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {value!r}")
+            raise ValueError(f"{where}expected a number, got {value!r}")
         if n < minimum and not (allow_zero and n == 0):
-            raise ValueError(f"must be at least {minimum}, got {value!r}")
+            raise ValueError(f"{where}must be at least {minimum}, got {value!r}")
         return n
     return parse
 
@@ -44,25 +46,25 @@ class Options(usage.Options):
     optParameters = [
         ["settings", None, None, "Django settings module (default: $DJANGO_SETTINGS_MODULE)."],
         ["layer", None, "default", "Alias of the layer in CHANNEL_LAYERS."],
-        ["threads", None, 10, "Worker thread pool size.", _number(int, 1)],
+        ["threads", None, 10, "Worker thread pool size.", _number(int, 1, option="threads")],
         ["access-log", None, None, "Write an access log to PATH, or '-' for standard output."],
         ["root-path", None, "", "Path prefix this server is mounted under (fills root_path)."],
         ["http-timeout", None, 120.0,
-         "Seconds to wait for a response before answering 503.", _number(float, 0, True)],
+         "Seconds to wait for a response before answering 503.", _number(float, 0, True, option="http-timeout")],
         ["websocket-timeout", None, 86400.0,
-         "Close WebSockets open longer than this many seconds (0: never).", _number(float, 0, True)],
+         "Close WebSockets open longer than this many seconds (0: never).", _number(float, 0, True, option="websocket-timeout")],
         ["websocket-connect-timeout", None, 20.0,
          "Seconds a WebSocket handshake waits for the connect consumer before 403.",
-         _number(float, 0, True)],
+         _number(float, 0, True, option="websocket-connect-timeout")],
         ["ping-interval", None, 20.0,
-         "Seconds between WebSocket pings (0: no pings).", _number(float, 0, True)],
+         "Seconds between WebSocket pings (0: no pings).", _number(float, 0, True, option="ping-interval")],
         ["ping-timeout", None, 30.0,
-         "Seconds to wait for a pong before dropping the peer.", _number(float, 0, True)],
+         "Seconds to wait for a pong before dropping the peer.", _number(float, 0, True, option="ping-timeout")],
         ["max-request-body", None, 1 << 30,
-         "Largest HTTP request body in bytes (413 above it; 0: no limit).", _number(int, 0, True)],
+         "Largest HTTP request body in bytes (413 above it; 0: no limit).", _number(int, 0, True, option="max-request-body")],
         ["websocket-max-message", None, 1 << 20,
          "Largest WebSocket message in bytes (close 1009 above it; 0: no limit).",
-         _number(int, 0, True)],
+         _number(int, 0, True, option="websocket-max-message")],
     ]
 
     compData = usage.Completions(

@@ -15,6 +15,7 @@ These helpers block (with timeouts) and are meant for tests that talk to
 the process with blocking clients.
 """
 
+import atexit
 import os
 import shutil
 import signal
@@ -68,6 +69,18 @@ def subprocess_environment(directory, extra=None):
     return env
 
 
+_shared = {}
+
+
+def _stop_shared():
+    for proc in list(_shared.values()):
+        proc.stop()
+    _shared.clear()
+
+
+atexit.register(_stop_shared)
+
+
 class TwistdProcess:
     """
     One ``twistd -n chanserve --settings SETTINGS`` subprocess.
@@ -92,6 +105,22 @@ class TwistdProcess:
         self.log_path = os.path.join(self.directory, "twistd.log")
         self._log_file = None
         self._final_log = None
+
+    @classmethod
+    def shared(cls, settings, args=(), **kwargs):
+        """
+        A started process for these settings and args, shared by every test
+        of this test run that asks for the same (trial has no
+        ``setUpClass``); stopped when the test process exits.
+        """
+        key = (settings, tuple(args), tuple(sorted(kwargs.items())))
+        proc = _shared.get(key)
+        if proc is None or not proc.alive():
+            if proc is not None:
+                proc.stop()
+            proc = _shared[key] = cls(settings, args, **kwargs)
+            proc.start()
+        return proc
 
     @property
     def command(self):

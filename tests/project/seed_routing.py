@@ -20,6 +20,7 @@ channel_routing = [
     route("websocket.receive", seed_echo.ws_message, path=r"^/echo/$"),
     include(chat_routing, path=r"^/chat/$"),
     include("tests.project.worker_consumers.error_routing", path=r"^/errors"),
+    route("http.request", worker_consumers.http_slow, path=r"^/slow/$"),
     route("websocket.receive", worker_consumers.async_echo, path=r"^/async/$"),
     route("websocket.connect", worker_consumers.room_connect,
           path=r"^/rooms/(?P<room>[a-z]+)/$"),

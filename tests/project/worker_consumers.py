@@ -1,5 +1,7 @@
 """Consumers for the worker's end-to-end tests: failures, rejects, async, routing kwargs."""
 
+import time
+
 from chanserve import Group
 from chanserve.exceptions import DenyConnection
 from chanserve.routing import route
@@ -29,6 +31,15 @@ async def async_echo(message):
 def room_connect(message, room):
     """A connect consumer taking a routing kwarg: greets the socket with its room."""
     message.reply_channel.send({"text": "room=" + room})
+
+
+def http_slow(message):
+    """Answers after a second (in a worker thread): for graceful-stop tests."""
+    from twisted.logger import Logger
+    Logger().info("http_slow: started")
+    time.sleep(1.0)
+    message.reply_channel.send({"status": 200, "headers": [[b"content-type", b"text/plain"]],
+                                "content": b"slow but complete", "more_content": False})
 
 
 error_routing = [
