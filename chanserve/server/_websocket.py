@@ -298,6 +298,10 @@ class WebSocketProtocol(WebSocketServerProtocol):
             if timer is not None and timer.active():
                 timer.cancel()
         self._connect_timer = self._lifetime_timer = None
+        # autobahn leaves this one behind when the peer drops mid closing handshake
+        if getattr(self, "closeHandshakeTimeoutCall", None) is not None:
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
         if self.reply_channel is None:
             return
         server = self.server

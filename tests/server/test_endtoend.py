@@ -1,0 +1,206 @@
+"""The interface server on real sockets, with a real WebSocket client and raw sockets."""
+
+import http.client
+import socket
+
+import websocket
+from twisted.internet import defer, reactor, threads
+from twisted.trial.unittest import TestCase
+
+from chanserve.layers import InMemoryChannelLayer
+from chanserve.server import InterfaceServer
+
+_CHANNELS = ["http.request", "websocket.connect", "websocket.receive", "websocket.disconnect"]
+
+
+class EchoServerMixin:
+    """An InterfaceServer on 127.0.0.1:0 and a tiny consumer loop answering its messages."""
+
+    options = {}
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.layer = InMemoryChannelLayer(reactor=reactor)
+        self.server = InterfaceServer(self.layer, reactor, ["tcp:0:interface=127.0.0.1"],
+                                      ping_interval=0, **self.options)
+        self.server.startService()
+        ports = yield self.server.listening
+        self.port = ports[0].getHost().port
+        self.seen = []
+        self.disconnected = defer.Deferred()
+        self.consumer = defer.Deferred.fromCoroutine(self._consume())
+        self.consumer.addErrback(lambda f: f.trap(defer.CancelledError))
+        self.addCleanup(self._stop)
+
+    @defer.inlineCallbacks
+    def _stop(self):
+        self.consumer.cancel()
+        yield self.server.stopService()
+
+    async def _consume(self):
+        layer = self.layer
+        while True:
+            channel, message = await layer.receive(_CHANNELS)
+            self.seen.append((channel, message))
+            reply = message.get("reply_channel")
+            if channel == "http.request":
+                body = message["body"]
+                if "body_channel" in message:
+                    while True:
+                        _, chunk = await layer.receive([message["body_channel"]])
+                        body += chunk["content"]
+                        if not chunk["more_content"]:
+                            break
+                if message["path"] == "/stream":
+                    await layer.send(reply, {"status": 200, "headers": [], "content": b"one,",
+                                             "more_content": True})
+                    await layer.send(reply, {"content": b"two", "more_content": False})
+                else:
+                    await layer.send(reply, {
+                        "status": 200, "headers": [[b"content-type", b"text/plain"]],
+                        "content": b"%s %d" % (message["path"].encode(), len(body)),
+                        "more_content": False})
+            elif channel == "websocket.connect":
+                await layer.send(reply, {"accept": message["path"] != "/reject"})
+            elif channel == "websocket.receive":
+                await layer.send(reply, {"text": message.get("text"), "bytes": message.get("bytes")})
+            elif channel == "websocket.disconnect" and not self.disconnected.called:
+                self.disconnected.callback(message)
+
+    def raw(self, data, read_until_close=True):
+        """Send bytes on a fresh socket in a thread; fire with everything read back."""
+        def talk():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                s.sendall(data)
+                if not read_until_close:
+                    s.shutdown(socket.SHUT_WR)
+                out = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return out
+                    out += chunk
+        return threads.deferToThread(talk)
+
+    def url(self, path):
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+
+class HTTPEndToEndTests(EchoServerMixin, TestCase):
+    """HTTP over TCP."""
+
+    options = {"body_chunk_size": 1 << 14, "max_request_body": 1 << 21}
+
+    @defer.inlineCallbacks
+    def test_keep_alive(self):
+        """Two requests on one connection with http.client, and a streamed chunked response."""
+        def fetch():
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            try:
+                conn.request("GET", "/first")
+                one = conn.getresponse().read()
+                conn.request("GET", "/stream")
+                response = conn.getresponse()
+                return one, response.getheader("transfer-encoding"), response.read()
+            finally:
+                conn.close()
+        one, encoding, two = yield threads.deferToThread(fetch)
+        self.assertEqual((one, encoding, two), (b"/first 0", "chunked", b"one,two"))
+
+    @defer.inlineCallbacks
+    def test_large_upload(self):
+        """A 1 MiB body streams through ``body_channel`` and arrives whole."""
+        def upload():
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            try:
+                conn.request("POST", "/up", body=b"z" * (1 << 20))
+                return conn.getresponse().read()
+            finally:
+                conn.close()
+        self.assertEqual((yield threads.deferToThread(upload)), b"/up 1048576")
+        request = [m for c, m in self.seen if c == "http.request"][0]
+        self.assertIn("body_channel", request)
+
+    @defer.inlineCallbacks
+    def test_malformed_then_served(self):
+        """Garbage gets a 400 and a closed socket; the next client is served."""
+        out = yield self.raw(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: 1\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out)
+        out = yield self.raw(b"GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK"), out)
+        self.assertTrue(out.endswith(b"/ok 0"))
+
+    @defer.inlineCallbacks
+    def test_too_large_then_served(self):
+        """A body over the limit gets 413; the next client is served."""
+        out = yield self.raw(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 413 "), out)
+        out = yield self.raw(b"GET /ok HTTP/1.0\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK"), out)
+
+    @defer.inlineCallbacks
+    def test_client_gone(self):
+        """A client that half-closes before its response still gets it (HTTP/1.0 semantics)."""
+        out = yield self.raw(b"GET /half HTTP/1.0\r\n\r\n", read_until_close=False)
+        self.assertTrue(out.endswith(b"/half 0"))
+
+
+class WebSocketEndToEndTests(EchoServerMixin, TestCase):
+    """WebSocket over TCP with the websocket-client library."""
+
+    options = {"websocket_max_message": 1000}
+
+    @defer.inlineCallbacks
+    def test_echo(self):
+        """Text and binary echo, a clean close, and ``websocket.disconnect`` with its code."""
+        def chat():
+            ws = websocket.create_connection(self.url("/chat/?x=1"), timeout=5,
+                                             subprotocols=["v1"])
+            try:
+                ws.send("h\u00e9llo")
+                text = ws.recv()
+                ws.send_binary(b"\x00\x01")
+                data = ws.recv()
+                return text, data, ws.subprotocol
+            finally:
+                ws.close(status=4000)
+        text, data, subprotocol = yield threads.deferToThread(chat)
+        self.assertEqual((text, data, subprotocol), ("h\u00e9llo", b"\x00\x01", "v1"))
+        disconnect = yield self.disconnected
+        self.assertEqual((disconnect["code"], disconnect["order"]), (4000, 3))
+
+    @defer.inlineCallbacks
+    def test_reject(self):
+        """A rejected handshake is a 403 to the client."""
+        def connect():
+            try:
+                websocket.create_connection(self.url("/reject"), timeout=5)
+            except websocket.WebSocketBadStatusException as e:
+                return e.status_code
+        self.assertEqual((yield threads.deferToThread(connect)), 403)
+
+    @defer.inlineCallbacks
+    def test_limits_then_served(self):
+        """Too big a message gets close 1009, invalid UTF-8 close 1007; then echo still works."""
+        def offend(frame):
+            ws = websocket.create_connection(self.url("/"), timeout=5)
+            try:
+                ws.send_frame(frame)
+                opcode, payload = ws.recv_data(control_frame=True)
+                return opcode, int.from_bytes(payload[:2], "big")
+            finally:
+                ws.shutdown()
+        too_big = websocket.ABNF.create_frame(b"x" * 1001, websocket.ABNF.OPCODE_BINARY)
+        self.assertEqual((yield threads.deferToThread(offend, too_big)), (8, 1009))
+        bad_text = websocket.ABNF.create_frame(b"\xff\xfe", websocket.ABNF.OPCODE_TEXT)
+        self.assertEqual((yield threads.deferToThread(offend, bad_text)), (8, 1007))
+
+        def echo():
+            ws = websocket.create_connection(self.url("/"), timeout=5)
+            try:
+                ws.send("fine")
+                return ws.recv()
+            finally:
+                ws.close()
+        self.assertEqual((yield threads.deferToThread(echo)), "fine")
+
