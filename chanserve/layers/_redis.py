@@ -1,0 +1,880 @@
+"""
+The Redis channel layer: many processes on many hosts, joined through Redis.
+
+Every send is one Lua script (purge expired, check capacity, push, set the
+key's TTL); receives block in Redis (``BLPOP``) on dedicated connections; a
+process's ``!`` channels share one list per process prefix, so an interface
+server blocks on one key for all its sockets and drains it in batches.
+Channels and groups are spread over the ``hosts`` by a CRC32 of their name
+(of the process prefix for ``!`` channels).
+"""
+
+import base64
+import binascii
+import hashlib
+import math
+import struct
+from collections import deque
+
+import msgpack
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python import failure
+from zope.interface import implementer
+
+from ..exceptions import ChannelFull, LayerUnavailable
+from . import _redis_scripts as scripts
+from ._inmemory import CapacityRules
+from ._interfaces import IChannelLayer
+from ._redis_connection import (
+    ConnectionError,
+    RedisAddress,
+    RedisClientFactory,
+    ResponseError,
+)
+from ._validation import (
+    new_channel_name,
+    process_prefix,
+    validate_channel_name,
+    validate_content,
+    validate_group_name,
+)
+
+_HEADER = struct.Struct(">dH")
+
+#: Seconds a BLPOP blocks in Redis before it is renewed (a liveness check of
+#: the connection, not a poll: messages wake it at once).
+BLOCK_SECONDS = 20
+#: Most messages of a process prefix taken from Redis in one step.
+BATCH = 100
+#: Idle blocking connections kept per shard.
+IDLE_BLOCKING = 8
+
+_COUNTERS = (
+    "messages_sent", "messages_delivered", "messages_expired", "messages_dropped",
+    "channel_full", "group_sends", "group_members_full", "messages_lost",
+    "messages_undecodable", "sends_unavailable", "connection_losses", "reconnects",
+    "redis_restarts",
+)
+
+
+def _name_of(envelope):
+    try:
+        _, n = _HEADER.unpack_from(envelope)
+        return envelope[10:10 + n].decode("ascii")
+    except Exception:
+        return None
+
+
+def _float(x):
+    return repr(float(x))
+
+
+class _Shard:
+    """One Redis server: a reconnecting command connection and blocking connections."""
+
+    _log = Logger()
+
+    def __init__(self, layer, index, address):
+        self.layer = layer
+        self.index = index
+        self.address = address
+        self.factory = RedisClientFactory(address)
+        self.service = None
+        self.protocol = None
+        self.state = "connecting"  # "up", "down", "stopped"
+        self.run_id = None
+        self.refused = 0
+        self._waiters = []  # (deferred, fail_when_down)
+        self.idle = []
+        self.blocking = set()
+
+    # -- the command connection ---------------------------------------------
+
+    def start(self):
+        layer = self.layer
+        self.state = "connecting"
+        endpoint = self.address.endpoint(layer.reactor, layer.connect_timeout)
+        self.service = ClientService(
+            endpoint, self.factory, retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=10.0),
+            clock=layer.reactor, prepareConnection=self._prepare)
+        self.service.startService()
+        self.service.whenConnected(failAfterFailures=1).addErrback(self._first_attempt_failed)
+
+    def stop(self):
+        self.state = "stopped"
+        self._fire_waiters(LayerUnavailable(f"the channel layer has stopped ({self.address})"),
+                           everyone=True)
+        ds = []
+        for proto in list(self.blocking):
+            proto.on_lost = None
+            ds.append(proto.whenDisconnected())
+            proto.abort()
+        self.blocking.clear()
+        self.idle = []
+        if self.service is not None:
+            ds.append(self.service.stopService())
+            self.service = None
+        self.protocol = None
+        return defer.DeferredList(ds, consumeErrors=True)
+
+    def _first_attempt_failed(self, f):
+        if f.check(defer.CancelledError) or self.state != "connecting":
+            return
+        self.state = "down"
+        self._log.warn("Cannot connect to Redis at {address}: {error}; retrying",
+                       address=self.address, error=f.getErrorMessage())
+        self._fire_waiters(self._unavailable())
+
+    @defer.inlineCallbacks
+    def _prepare(self, proto):
+        ready = proto.whenConnected()
+        proto.on_lost = lambda p, why: None if ready.called else ready.errback(why)
+        proto.clock = self.layer.reactor
+        proto.timeout = self.layer.command_timeout
+        yield ready
+        info = yield proto.command("INFO", "server")
+        run_id = None
+        for line in info.split(b"\r\n"):
+            if line.startswith(b"run_id:"):
+                run_id = line[7:].decode("ascii", "replace")
+        if self.state == "stopped":
+            proto.abort()
+            return
+        proto.on_lost = self._lost
+        self.protocol = proto
+        previous, self.run_id = self.run_id, run_id
+        stats = self.layer._stats
+        if previous is not None:
+            stats["reconnects"] += 1
+            self._log.info("Reconnected to Redis at {address}", address=self.address)
+            if previous != run_id:
+                stats["redis_restarts"] += 1
+                self._log.warn(
+                    "Redis at {address} restarted: the messages queued there and its "
+                    "group memberships are gone", address=self.address)
+        if self.refused:
+            self._log.warn("{count} send(s) were refused while Redis at {address} was down",
+                           count=self.refused, address=self.address)
+            self.refused = 0
+        self.state = "up"
+        self._fire_waiters(None, everyone=True)
+
+    def _lost(self, proto, why):
+        if proto is not self.protocol:
+            return
+        self.protocol = None
+        if self.state == "stopped":
+            return
+        self.state = "down"
+        self.layer._stats["connection_losses"] += 1
+        self._log.warn("Lost the connection to Redis at {address} ({reason}); reconnecting",
+                       address=self.address, reason=why.getErrorMessage())
+
+    def _unavailable(self):
+        return LayerUnavailable(f"Redis at {self.address} is unavailable")
+
+    def _fire_waiters(self, error, everyone=False):
+        keep = []
+        for d, fail_when_down in self._waiters:
+            if d.called:
+                continue
+            if error is None:
+                d.callback(self.protocol)
+            elif everyone or fail_when_down:
+                d.errback(error)
+            else:
+                keep.append((d, fail_when_down))
+        self._waiters = keep
+
+    def command_protocol(self, fail_fast=True):
+        """
+        Fire with the connected command protocol.
+
+        With ``fail_fast``, fails with ``LayerUnavailable`` at once while the
+        server is known to be down (and after ``connect_timeout`` while the
+        first connection is being made); otherwise waits until it is up.
+        """
+        if self.state == "up":
+            return defer.succeed(self.protocol)
+        if self.state == "stopped":
+            return defer.fail(LayerUnavailable(f"the channel layer has stopped ({self.address})"))
+        if fail_fast and self.state == "down":
+            return defer.fail(self._unavailable())
+        d = defer.Deferred()
+        self._waiters.append((d, fail_fast))
+        if fail_fast:
+            d.addTimeout(self.layer.connect_timeout, self.layer.reactor,
+                         onTimeoutCancel=lambda r, t: failure.Failure(self._unavailable()))
+        return d
+
+    # -- blocking connections ------------------------------------------------
+
+    def blocking_protocol(self):
+        """Fire with an idle blocking connection (made when none is idle), once the server is up."""
+        while self.idle:
+            proto = self.idle.pop()
+            if proto.connected:
+                return defer.succeed(proto)
+        return self.command_protocol(fail_fast=False).addCallback(self._connect_blocking)
+
+    @defer.inlineCallbacks
+    def _connect_blocking(self, _):
+        endpoint = self.address.endpoint(self.layer.reactor, self.layer.connect_timeout)
+        proto = yield endpoint.connect(self.factory)
+        if self.state == "stopped":
+            proto.abort()
+            raise LayerUnavailable("the channel layer has stopped")
+        self.blocking.add(proto)
+        proto.on_lost = self._blocking_lost
+        proto.clock = self.layer.reactor
+        proto.timeout = self.layer.command_timeout
+        yield proto.whenConnected()
+        proto.client_id = yield proto.command("CLIENT", "ID")
+        return proto
+
+    def _blocking_lost(self, proto, why):
+        self.blocking.discard(proto)
+        if proto in self.idle:
+            self.idle.remove(proto)
+
+    def release(self, proto):
+        """Give back a blocking connection that has no command outstanding."""
+        if not proto.connected or proto not in self.blocking:
+            return
+        if self.state == "up" and len(self.idle) < IDLE_BLOCKING:
+            self.idle.append(proto)
+        else:
+            self.blocking.discard(proto)
+            proto.on_lost = None
+            proto.transport.loseConnection()
+
+    def unblock(self, proto, tries=3):
+        """End ``proto``'s BLPOP early (CLIENT UNBLOCK), or drop the connection."""
+        if self.state != "up" or proto.client_id is None:
+            proto.abort()
+            return
+
+        def done(n):
+            # 0: not blocked (yet, or the reply is on its way). Ask again
+            # a few times while the BLPOP is outstanding; the BLPOP timeout
+            # ends it at the latest.
+            if n == 0 and tries > 1 and proto.replyQueue.waiting and proto.connected:
+                self.unblock(proto, tries - 1)
+
+        self.protocol.command("CLIENT", "UNBLOCK", proto.client_id).addCallbacks(
+            done, lambda f: proto.abort())
+
+
+class _Receive:
+    """One pending ``receive``: a BLPOP on each shard its channels live on."""
+
+    def __init__(self, layer, keys):
+        self.layer = layer
+        self.done = False
+        self.pending = {}  # shard -> protocol blocked in BLPOP (None while connecting)
+        self.plan = {}  # shard -> [redis key]
+        self.names = {}  # redis key -> channel name (or process prefix)
+        for key in keys:
+            shard = layer._shard(key)
+            redis_key = layer._list_key(key)
+            self.names[redis_key.encode("ascii")] = key
+            self.plan.setdefault(shard, []).append(redis_key)
+        self.deferred = defer.Deferred(self._cancel)
+        self._turn = 0
+
+    def start(self):
+        self.layer._receives.add(self)
+        for shard in list(self.plan):
+            self._arm(shard)
+        return self.deferred
+
+    def _arm(self, shard):
+        self.pending[shard] = None
+        shard.blocking_protocol().addCallbacks(
+            self._block, self._no_connection, (shard,), None, (shard,))
+
+    def _no_connection(self, f, shard):
+        self.pending.pop(shard, None)
+        if self.done:
+            return
+        if shard.state == "stopped":
+            self._finish(f)
+        else:
+            # The server went away while we connected: wait for it again.
+            self._arm(shard)
+
+    def _block(self, proto, shard):
+        if self.done:
+            self.pending.pop(shard, None)
+            shard.release(proto)
+            return
+        self.pending[shard] = proto
+        keys = self.plan[shard]
+        if len(keys) > 1:
+            self._turn += 1
+            i = self._turn % len(keys)
+            keys = keys[i:] + keys[:i]
+        proto.command("BLPOP", *keys, BLOCK_SECONDS, timeout=BLOCK_SECONDS + 10).addCallbacks(
+            self._popped, self._pop_failed, (shard, proto), None, (shard, proto))
+
+    def _popped(self, reply, shard, proto):
+        if reply is None:
+            # Timed out (renewed) or unblocked because we are done.
+            if self.done:
+                self.pending.pop(shard, None)
+                shard.release(proto)
+            else:
+                self._block(proto, shard)
+            return
+        redis_key, envelope = reply
+        layer = self.layer
+        if self.done:
+            # Won elsewhere or cancelled after Redis popped it: put it back
+            # at the head, where it was.
+            self.pending.pop(shard, None)
+            proto.command("LPUSH", redis_key, envelope).addCallbacks(
+                lambda _: shard.release(proto),
+                lambda f: layer._lost_message(f, self.names.get(redis_key, redis_key)))
+            return
+        key = self.names[redis_key]
+        item = layer._open(key, envelope)
+        if key.endswith("!"):
+            layer._prefetch(shard, key, _name_of(envelope))
+        if item is None or item is False:
+            self._block(proto, shard)
+            return
+        self.pending.pop(shard, None)
+        shard.release(proto)
+        layer._stats["messages_delivered"] += 1
+        self._finish(item)
+
+    def _pop_failed(self, f, shard, proto):
+        self.pending.pop(shard, None)
+        if self.done:
+            return
+        if f.check(ConnectionError, LayerUnavailable):
+            self._arm(shard)
+        else:
+            proto.abort()
+            self._finish(f)
+
+    def _finish(self, result):
+        self.done = True
+        self._stop_others()
+        self.layer._receives.discard(self)
+        if isinstance(result, failure.Failure):
+            self.deferred.errback(result)
+        else:
+            self.deferred.callback(result)
+
+    def _cancel(self, d):
+        self.done = True
+        self._stop_others()
+        self.layer._receives.discard(self)
+
+    def _stop_others(self):
+        for shard, proto in list(self.pending.items()):
+            if proto is not None:
+                shard.unblock(proto)
+
+
+@implementer(IChannelLayer)
+class RedisChannelLayer(service.Service):
+    """
+    A channel layer in one or more Redis servers, shared by many processes.
+
+    ``hosts`` lists Redis servers as ``redis://``, ``rediss://`` or
+    ``unix://`` URLs or ``(host, port)`` tuples; with several, channels and
+    groups are sharded over them by a stable hash of their names. Keys start
+    with ``prefix``. ``symmetric_encryption_keys`` (a list of strings)
+    encrypts message contents with Fernet: the first key encrypts, all
+    decrypt (for key rotation).
+
+    The layer connects when started (or on first use), reconnects with
+    backoff, and while a server is down sends to it fail at once with
+    ``LayerUnavailable`` while receives wait for it to come back.
+    ``reactor`` connects and schedules; ``clock`` (default: ``reactor``)
+    stamps messages and group memberships, so tests can move time.
+    """
+
+    _log = Logger()
+    name = "channel-layer"
+    extensions = ["groups", "flush", "statistics"]
+    cross_process = True
+
+    def __init__(self, hosts=None, prefix="chanserve", expiry=60, group_expiry=86400,
+                 capacity=100, channel_capacity=None, symmetric_encryption_keys=None,
+                 connect_timeout=5.0, command_timeout=10.0, reactor=None, clock=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        if hosts is None:
+            hosts = ["redis://localhost:6379/0"]
+        elif isinstance(hosts, (str, tuple)):
+            hosts = [hosts]
+        if not hosts:
+            raise ValueError("hosts must list at least one Redis server")
+        self.hosts = [RedisAddress.parse(h) for h in hosts]
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"prefix must be a non-empty str, not {prefix!r}")
+        for name, value in (("expiry", expiry), ("group_expiry", group_expiry),
+                            ("connect_timeout", connect_timeout),
+                            ("command_timeout", command_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+        self.prefix = prefix
+        self._p = prefix + ":"
+        self.expiry = expiry
+        self.group_expiry = group_expiry
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.capacity = CapacityRules(capacity, channel_capacity)
+        self._uniform_capacity = not channel_capacity
+        self._ttl = int(math.ceil(expiry)) + 1
+        self._group_ttl = int(math.ceil(group_expiry)) + 1
+        self._crypter = _crypter(symmetric_encryption_keys)
+        self._shards = [_Shard(self, i, address) for i, address in enumerate(self.hosts)]
+        self._receives = set()
+        self._buffers = {}  # process prefix -> deque of envelopes taken from Redis
+        self._prefetching = {}  # process prefix -> [Deferred waiting for its batch]
+        self._stats = dict.fromkeys(_COUNTERS, 0)
+
+    def __repr__(self):
+        return f"<RedisChannelLayer {', '.join(map(str, self.hosts))} prefix={self.prefix!r}>"
+
+    # -- service -------------------------------------------------------------
+
+    def startService(self):
+        """Connect to every shard (reconnecting with backoff from then on)."""
+        super().startService()
+        for shard in self._shards:
+            shard.start()
+
+    def stopService(self):
+        """Cancel pending receives and close every connection; fires when all are closed."""
+        super().stopService()
+        for receive in list(self._receives):
+            receive.deferred.cancel()
+        self._buffers.clear()
+        return defer.DeferredList([s.stop() for s in self._shards], consumeErrors=True)
+
+    def _ensure_running(self):
+        if not self.running:
+            # Used without being started as a service (a management command,
+            # a shell): connect on first use.
+            self.startService()
+
+    # -- keys, shards, envelopes ---------------------------------------------
+
+    def _shard(self, name):
+        shards = self._shards
+        if len(shards) == 1:
+            return shards[0]
+        return shards[binascii.crc32(process_prefix(name).encode("ascii")) % len(shards)]
+
+    def _list_key(self, key):
+        return self._p + "c:" + key
+
+    def _counts_key(self, prefix):
+        return self._p + "n:" + prefix
+
+    def _pack(self, content):
+        payload = msgpack.packb(content, use_bin_type=True)
+        if self._crypter is not None:
+            payload = self._crypter.encrypt(payload)
+        return payload
+
+    def _envelope(self, channel, payload, expires_at):
+        name = channel.encode("ascii")
+        return _HEADER.pack(expires_at, len(name)) + name + payload
+
+    def _open(self, key, envelope):
+        """
+        ``(channel, content)`` from an envelope taken from ``key``; ``None``
+        when it has expired and ``False`` when it can't be read (both counted
+        and logged).
+        """
+        try:
+            expires_at, n = _HEADER.unpack_from(envelope)
+            channel = envelope[10:10 + n].decode("ascii")
+        except Exception:
+            self._undecodable(key, "bad envelope")
+            return False
+        if expires_at <= self.clock.seconds():
+            self._expired(channel, 1)
+            return None
+        payload = envelope[10 + n:]
+        try:
+            if self._crypter is not None:
+                payload = self._crypter.decrypt(payload)
+            content = msgpack.unpackb(payload, raw=False)
+        except Exception as e:
+            self._undecodable(channel, f"{e.__class__.__name__}: {e}")
+            return False
+        return channel, content
+
+    def _expired(self, channel, count):
+        self._stats["messages_expired"] += count
+        self._stats["messages_dropped"] += count
+        self._log.warn("{count} unread message(s) on {channel!r} expired",
+                       count=count, channel=channel)
+
+    def _undecodable(self, channel, why):
+        self._stats["messages_undecodable"] += 1
+        self._stats["messages_dropped"] += 1
+        self._log.error("Dropped a message on {channel!r} that can't be read: {why} "
+                        "(different symmetric_encryption_keys?)", channel=channel, why=why)
+
+    def _lost_message(self, f, channel):
+        self._stats["messages_lost"] += 1
+        self._stats["messages_dropped"] += 1
+        self._log.error("A message on {channel!r} was lost: {error}",
+                        channel=channel, error=f.getErrorMessage())
+
+    def _redis_failed(self, f, shard, what, count=1):
+        """Turn a Redis failure into ``LayerUnavailable``; count messages whose fate is unknown."""
+        if f.check(ChannelFull, LayerUnavailable, TypeError):
+            return f
+        if f.check(ConnectionError, defer.TimeoutError, defer.CancelledError):
+            if count:
+                self._stats["messages_lost"] += count
+                self._stats["messages_dropped"] += count
+                self._log.error(
+                    "The connection to Redis at {address} broke during {what}: "
+                    "{count} message(s) may be lost", address=shard.address, what=what, count=count)
+            raise LayerUnavailable(f"Redis at {shard.address} is unavailable ({f.getErrorMessage()})")
+        raise LayerUnavailable(f"Redis at {shard.address} failed {what}: {f.getErrorMessage()}")
+
+    def _command(self, shard, call, what, count=0):
+        """Run ``call(protocol)`` on ``shard``'s command connection, failing fast while it's down."""
+        self._ensure_running()
+        d = shard.command_protocol()
+
+        def unavailable(f):
+            if count:
+                shard.refused += count
+                self._stats["sends_unavailable"] += count
+            return f
+
+        d.addErrback(unavailable)
+        d.addCallback(lambda proto: call(proto).addErrback(self._redis_failed, shard, what, count))
+        return d
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, channel, message):
+        """Send ``message`` on ``channel``; fires when Redis holds it."""
+        try:
+            validate_channel_name(channel)
+            payload = self._pack(validate_content(message))
+        except Exception:
+            return defer.fail()
+        shard = self._shard(channel)
+        key = process_prefix(channel)
+        keys = [self._list_key(key)]
+        if key != channel:
+            keys.append(self._counts_key(key))
+        now = self.clock.seconds()
+        envelope = self._envelope(channel, payload, now + self.expiry)
+        args = [_float(now), envelope, self.capacity(channel), self._ttl, channel]
+        d = self._command(shard, lambda proto: scripts.SEND(proto, keys, args),
+                          f"a send to {channel!r}", count=1)
+        return d.addCallback(self._sent, channel)
+
+    def _sent(self, reply, channel):
+        ok, expired = reply
+        if expired:
+            self._expired(process_prefix(channel), expired)
+        if not ok:
+            self._stats["channel_full"] += 1
+            raise ChannelFull(
+                f"channel {channel!r} is at its capacity of {self.capacity(channel)}")
+        self._stats["messages_sent"] += 1
+
+    def send_group(self, group, message):
+        """Send ``message`` to every live member of ``group``; full members miss it (counted)."""
+        try:
+            validate_group_name(group)
+            payload = self._pack(validate_content(message))
+        except Exception:
+            return defer.fail()
+        self._stats["group_sends"] += 1
+        shard = self._shard(group)
+        now = self.clock.seconds()
+        group_key = [self._p + "g:" + group]
+        cutoff = _float(now - self.group_expiry)
+        if len(self._shards) == 1 and self._uniform_capacity:
+            args = [_float(now), payload, _float(now + self.expiry), self._ttl, cutoff,
+                    self.capacity.default, self._p]
+            d = self._command(shard, lambda proto: scripts.GROUP_SEND_ALL(proto, group_key, args),
+                              f"a send to group {group!r}")
+            return d.addCallback(self._group_sent, group)
+        d = self._command(shard, lambda proto: scripts.GROUP_MEMBERS(proto, group_key, [_float(now), cutoff]),
+                          f"reading group {group!r}")
+        return d.addCallback(self._push_members, group, payload, now)
+
+    def _push_members(self, members, group, payload, now):
+        by_shard = {}
+        for name in members:
+            name = name.decode("ascii")
+            by_shard.setdefault(self._shard(name), []).append(name)
+        ds = []
+        for shard, names in by_shard.items():
+            keys, args = [], [_float(now), payload, _float(now + self.expiry), self._ttl]
+            for name in names:
+                key = process_prefix(name)
+                keys.append(self._list_key(key))
+                specific = key != name
+                if specific:
+                    keys.append(self._counts_key(key))
+                args += [name, self.capacity(name), "1" if specific else "0"]
+            d = self._command(shard, lambda proto, keys=keys, args=args:
+                              scripts.GROUP_PUSH(proto, keys, args),
+                              f"a send to group {group!r}", count=len(names))
+            d.addErrback(self._group_shard_failed, group, shard, len(names))
+            ds.append(d)
+        if not ds:
+            return None
+        gathered = defer.gatherResults(ds, consumeErrors=True)
+        return gathered.addCallback(self._group_pushed, group)
+
+    def _group_shard_failed(self, f, group, shard, count):
+        f.trap(LayerUnavailable)
+        self._log.error("Group {group!r}: {count} member(s) on Redis at {address} miss a message: "
+                        "{error}", group=group, count=count, address=shard.address,
+                        error=f.getErrorMessage())
+        return [0, [], 0]
+
+    def _group_pushed(self, replies, group):
+        delivered, full, expired = 0, [], 0
+        for d, f, e in replies:
+            delivered += d
+            full += f
+            expired += e
+        self._group_sent([delivered, full, expired], group)
+
+    def _group_sent(self, reply, group):
+        delivered, full, expired = reply
+        self._stats["messages_sent"] += delivered
+        if expired:
+            self._expired(f"members of group {group}", expired)
+        if full:
+            self._stats["group_members_full"] += len(full)
+            self._stats["messages_dropped"] += len(full)
+            names = [n.decode("ascii") for n in full]
+            self._log.warn(
+                "Group {group!r}: {count} member(s) full, they miss this message: {members}",
+                group=group, count=len(names),
+                members=", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+
+    # -- receiving -----------------------------------------------------------
+
+    def receive(self, channels):
+        """Fire with the next ``(channel, message)`` from any of ``channels``."""
+        try:
+            if isinstance(channels, str):
+                raise TypeError("receive takes a list of channel names, not a str")
+            keys = [validate_channel_name(c, receive=True) for c in channels]
+            if not keys:
+                raise TypeError("receive needs at least one channel name")
+        except Exception:
+            return defer.fail()
+        self._ensure_running()
+        return self._receive(keys)
+
+    def _receive(self, keys):
+        waiting = [k for k in keys if k in self._prefetching]
+        if waiting:
+            # A batch of this process's messages is on its way: take from it.
+            return self._after_batch(waiting[0], keys)
+        item = self._from_buffers(keys)
+        if item is not None:
+            return defer.succeed(item)
+        return _Receive(self, keys).start()
+
+    def _after_batch(self, prefix, keys):
+        waiters = self._prefetching[prefix]
+        batch = defer.Deferred()
+        waiters.append(batch)
+        inner = []
+
+        def cancel(_):
+            if inner:
+                inner[0].cancel()
+            elif batch in waiters:
+                waiters.remove(batch)
+
+        outer = defer.Deferred(cancel)
+
+        def go(_):
+            if not outer.called:
+                inner.append(self._receive(keys))
+                inner[0].chainDeferred(outer)
+
+        batch.addCallback(go)
+        return outer
+
+    def _from_buffers(self, keys):
+        for key in keys:
+            buffer = self._buffers.get(key)
+            while buffer:
+                item = self._open(key, buffer.popleft())
+                if not buffer:
+                    del self._buffers[key]
+                if item:
+                    self._stats["messages_delivered"] += 1
+                    return item
+        return None
+
+    def _prefetch(self, shard, prefix, taken):
+        """After a BLPOP on ``prefix``, take its next messages in one step (and count ``taken`` read)."""
+        if prefix in self._prefetching:
+            if taken is not None:
+                self._command(shard, lambda proto: scripts.POP_BATCH(
+                    proto, [self._list_key(prefix), self._counts_key(prefix)],
+                    [_float(self.clock.seconds()), 0, taken]), "a receive")
+            return
+        self._prefetching[prefix] = []
+        args = [_float(self.clock.seconds()), BATCH] + ([taken] if taken is not None else [])
+        d = self._command(shard, lambda proto: scripts.POP_BATCH(
+            proto, [self._list_key(prefix), self._counts_key(prefix)], args), "a receive")
+
+        def got(envelopes):
+            if envelopes and self.running:
+                self._buffers.setdefault(prefix, deque()).extend(envelopes)
+            elif envelopes:
+                self._stats["messages_lost"] += len(envelopes)
+
+        def done(result):
+            if isinstance(result, failure.Failure):
+                self._log.warn("Could not read ahead on {prefix!r}: {error}",
+                               prefix=prefix, error=result.getErrorMessage())
+            for waiter in self._prefetching.pop(prefix, ()):
+                waiter.callback(None)
+
+        d.addCallback(got).addBoth(done)
+
+    # -- channels and groups -------------------------------------------------
+
+    def new_channel(self, pattern):
+        """Fire with a fresh channel name for ``pattern`` (128 random bits)."""
+        try:
+            return defer.succeed(new_channel_name(pattern))
+        except Exception:
+            return defer.fail()
+
+    def group_add(self, group, channel):
+        """Add ``channel`` to ``group`` (refreshing its membership)."""
+        try:
+            validate_group_name(group)
+            validate_channel_name(channel)
+        except Exception:
+            return defer.fail()
+        keys = [self._p + "g:" + group]
+        args = [_float(self.clock.seconds()), channel, self._group_ttl]
+        return self._command(self._shard(group), lambda proto: scripts.GROUP_ADD(proto, keys, args),
+                             f"adding to group {group!r}").addCallback(lambda _: None)
+
+    def group_discard(self, group, channel):
+        """Remove ``channel`` from ``group``."""
+        try:
+            validate_group_name(group)
+            validate_channel_name(channel)
+        except Exception:
+            return defer.fail()
+        key = self._p + "g:" + group
+        return self._command(self._shard(group), lambda proto: proto.command("ZREM", key, channel),
+                             f"discarding from group {group!r}").addCallback(lambda _: None)
+
+    def group_channels(self, group):
+        """Fire with the names of ``group``'s live members."""
+        try:
+            validate_group_name(group)
+        except Exception:
+            return defer.fail()
+        now = self.clock.seconds()
+        keys = [self._p + "g:" + group]
+        args = [_float(now), _float(now - self.group_expiry)]
+        d = self._command(self._shard(group), lambda proto: scripts.GROUP_MEMBERS(proto, keys, args),
+                          f"reading group {group!r}")
+        return d.addCallback(lambda names: [n.decode("ascii") for n in names])
+
+    # -- housekeeping --------------------------------------------------------
+
+    def _pattern(self, suffix):
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self._p)
+        return escaped + suffix
+
+    def flush(self):
+        """Delete every key of this layer's prefix on every shard."""
+        self._buffers.clear()
+        pattern = self._pattern("*")
+        return defer.gatherResults(
+            [self._command(s, lambda proto: scripts.FLUSH(proto, [], [pattern]), "a flush")
+             for s in self._shards], consumeErrors=True).addCallback(lambda _: None)
+
+    def statistics(self):
+        """
+        Fire with this process's counters and the queue depth of every channel.
+
+        Counters are this process's: a message sent by one process and read
+        by another counts as sent in the first and delivered in the second.
+        Besides the ``IChannelLayer`` counters: ``messages_lost`` (sends whose
+        connection broke before Redis answered, messages taken from Redis but
+        not handed out), ``messages_undecodable``, ``sends_unavailable``
+        (sends refused with ``LayerUnavailable``), ``connection_losses``,
+        ``reconnects``, ``redis_restarts``, ``waiting_receivers``, and
+        ``shards``: ``{address: "up" | "down" | "connecting" | "stopped"}``.
+        ``queue_depth`` leaves out shards that are down.
+        """
+        self._ensure_running()
+        stats = dict(self._stats)
+        stats["waiting_receivers"] = len(self._receives)
+        stats["shards"] = {str(s.address): s.state for s in self._shards}
+        depth = {}
+        for key, buffer in self._buffers.items():
+            for envelope in buffer:
+                _, n = _HEADER.unpack_from(envelope)
+                name = envelope[10:10 + n].decode("ascii")
+                depth[name] = depth.get(name, 0) + 1
+        stats["queue_depth"] = depth
+        args = [self._pattern("c:*"), len(self._p) + 2, self._p + "n:"]
+
+        def add(flat):
+            for i in range(0, len(flat), 2):
+                n = int(flat[i + 1])
+                if n > 0:
+                    name = flat[i].decode("ascii")
+                    depth[name] = depth.get(name, 0) + n
+
+        ds = []
+        for shard in self._shards:
+            d = self._command(shard, lambda proto: scripts.DEPTHS(proto, [], args), "statistics")
+            ds.append(d.addCallbacks(add, lambda f: None))
+        return defer.gatherResults(ds).addCallback(lambda _: stats)
+
+
+def _crypter(keys):
+    """A ``MultiFernet`` for ``symmetric_encryption_keys`` (or ``None`` without keys)."""
+    if not keys:
+        return None
+    if isinstance(keys, (str, bytes)):
+        raise ValueError("symmetric_encryption_keys must be a list of keys, not one key")
+    try:
+        from cryptography.fernet import Fernet, MultiFernet
+    except ImportError:
+        raise ValueError(
+            "symmetric_encryption_keys needs the 'cryptography' package: "
+            "pip install cryptography") from None
+    fernets = []
+    for key in keys:
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        if not isinstance(key, bytes) or not key:
+            raise ValueError("each of symmetric_encryption_keys must be a non-empty str or bytes")
+        fernets.append(Fernet(base64.urlsafe_b64encode(hashlib.sha256(key).digest())))
+    return MultiFernet(fernets)

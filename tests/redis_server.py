@@ -1,0 +1,173 @@
+"""
+Real ``redis-server`` processes for tests.
+
+``RedisServer()`` starts one on a free loopback port (and a unix socket) in
+its own temporary directory, without persistence, and returns once it
+accepts connections: ``start()`` reads the server's log until it says
+"Ready to accept connections" (no sleeps, no polling). ``kill()`` sends
+SIGKILL (a crash); ``start()`` again brings it back on the same port.
+``stop()`` ends it and removes its directory.
+
+``shared_server()`` is one server per test process, started on first use
+and stopped when the process exits; tests that kill their server start their
+own instead.
+"""
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+_READY = b"Ready to accept connections"
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """One ``redis-server`` child process on 127.0.0.1:``port`` and a unix socket."""
+
+    def __init__(self, port=None, start=True, timeout=20.0):
+        self.port = port or free_port()
+        self.directory = tempfile.mkdtemp(prefix="chanserve-redis-")
+        self.unix_socket = os.path.join(self.directory, "redis.sock")
+        self.timeout = timeout
+        self.process = None
+        if start:
+            self.start()
+
+    @property
+    def url(self):
+        """``redis://127.0.0.1:<port>/0``"""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self):
+        """``unix://<socket path>``"""
+        return f"unix://{self.unix_socket}"
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def start(self):
+        """Start (or restart) the server and wait until it accepts connections."""
+        if self.running:
+            return self
+        args = [
+            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--unixsocket", self.unix_socket, "--unixsocketperm", "700",
+            "--dir", self.directory, "--save", "", "--appendonly", "no",
+            "--daemonize", "no", "--logfile", "", "--loglevel", "notice",
+            "--databases", "4", "--protected-mode", "no",
+        ]
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, cwd=self.directory)
+        log = []
+        timer = threading.Timer(self.timeout, self._kill_process, [self.process])
+        timer.start()
+        try:
+            for line in self.process.stdout:
+                log.append(line)
+                if _READY in line:
+                    break
+            else:
+                raise RuntimeError(
+                    f"redis-server on port {self.port} did not start:\n"
+                    + b"".join(log).decode("utf-8", "replace"))
+        finally:
+            timer.cancel()
+        # Keep draining its log so it never blocks on a full pipe.
+        threading.Thread(target=self._drain, args=(self.process,), daemon=True).start()
+        return self
+
+    @staticmethod
+    def _drain(process):
+        for _ in process.stdout:
+            pass
+
+    @staticmethod
+    def _kill_process(process):
+        if process.poll() is None:
+            process.kill()
+
+    def kill(self):
+        """Crash the server (SIGKILL) and wait for it to be gone; its data is lost."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            self.process.stdout.close()
+            self.process = None
+
+    def stop(self):
+        """Stop the server and remove its directory."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            self.process.stdout.close()
+            self.process = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def command(self, *args):
+        """Run one Redis command over a blocking socket (for test set-up and checks)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout) as s:
+            parts = [b"*%d\r\n" % len(args)]
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+            s.sendall(b"".join(parts))
+            return _read_reply(s.makefile("rb"))
+
+
+def _read_reply(f):
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_read_reply(f) for _ in range(n)]
+    raise RuntimeError(f"bad reply {line!r}")
+
+
+_shared = None
+_shared_lock = threading.Lock()
+
+
+def shared_server():
+    """The ``RedisServer`` shared by the tests of this process (never killed by tests)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or not _shared.running:
+            if _shared is not None:
+                _shared.stop()
+            _shared = RedisServer()
+            atexit.register(_shared.stop)
+        return _shared
