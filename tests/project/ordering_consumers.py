@@ -1,0 +1,90 @@
+"""
+Consumers for the ordering tests: each run is recorded in the database.
+
+``notify_when(socket, count)`` gives a Deferred that fires (on the reactor)
+once ``count`` runs of ``socket``'s messages were recorded in this process.
+"""
+
+import threading
+
+from twisted.internet import defer
+
+from chanserve.routing import route
+from chanserve.sessions import channel_session, enforce_ordering
+
+from .ordering_models import OrderRecord
+
+_lock = threading.Lock()
+_counts = {}
+_waiters = {}
+
+
+def notify_when(socket, count, reactor):
+    """A Deferred firing when ``count`` messages of ``socket`` have been recorded."""
+    d = defer.Deferred()
+    with _lock:
+        if _counts.get(socket, 0) >= count:
+            d.callback(None)
+        else:
+            _waiters[socket] = (count, d, reactor)
+    return d
+
+
+def _record(message, room=None):
+    socket = message.reply_channel.name
+    OrderRecord.objects.create(
+        socket=socket, channel=message.channel.name, order=message.content["order"], room=room)
+    with _lock:
+        n = _counts[socket] = _counts.get(socket, 0) + 1
+        waiter = _waiters.get(socket)
+        if waiter is not None and n >= waiter[0]:
+            del _waiters[socket]
+        else:
+            waiter = None
+    if waiter is not None:
+        _count, d, reactor = waiter
+        reactor.callFromThread(d.callback, None)
+
+
+def record_unordered(message):
+    """Records any websocket message with no ordering at all (the control case)."""
+    _record(message)
+
+
+@enforce_ordering
+def strict_consumer(message):
+    """Any websocket message, strictly ordered."""
+    _record(message)
+
+
+@enforce_ordering(slight=True)
+@channel_session
+def slight_connect(message):
+    """Saves the room from the path, like the seed's chat."""
+    room = message.content["path"].strip("/")
+    message.channel_session["room"] = room
+    _record(message, room)
+
+
+@enforce_ordering(slight=True)
+@channel_session
+def slight_receive(message):
+    """Records the room the connect consumer saved (None if it wasn't there)."""
+    _record(message, message.channel_session.get("room"))
+
+
+strict_routing = [
+    route("websocket.connect", strict_consumer),
+    route("websocket.receive", strict_consumer),
+    route("websocket.disconnect", strict_consumer),
+]
+
+slight_routing = [
+    route("websocket.connect", slight_connect),
+    route("websocket.receive", slight_receive),
+]
+
+unordered_routing = [
+    route("websocket.connect", record_unordered),
+    route("websocket.receive", record_unordered),
+]

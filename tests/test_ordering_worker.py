@@ -1,0 +1,84 @@
+"""enforce_ordering under a real WorkerService with 8 threads (concurrency tests)."""
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from chanserve.layers import InMemoryChannelLayer
+from chanserve.layers._validation import new_channel_name
+from chanserve.worker import WorkerService
+from tests.project import ordering_consumers
+from tests.project.ordering_models import OrderRecord, ensure_table, orders
+
+THREADS = 8
+
+
+class OrderingWorkerTests(unittest.TestCase):
+    """Many messages of one socket, back to back, consumed by 8 worker threads."""
+
+    timeout = 120
+
+    def setUp(self):
+        ensure_table()
+        self.layer = InMemoryChannelLayer(reactor=reactor, capacity=5000)
+
+    def start_worker(self, routing):
+        worker = WorkerService(self.layer, reactor, routing, threads=THREADS)
+        worker.startService()
+        self.addCleanup(worker.stopService)
+        return worker
+
+    def send_socket(self, reply, count, path="/lobby/"):
+        """Send connect then ``count - 1`` receives of one socket, back to back."""
+        for order in range(count):
+            if order == 0:
+                channel, content = "websocket.connect", {
+                    "path": path, "headers": [], "query_string": b""}
+            else:
+                channel, content = "websocket.receive", {"path": path, "text": str(order)}
+            content.update(reply_channel=reply, order=order)
+            self.successResultOf(self.layer.send(channel, content))
+
+    @defer.inlineCallbacks
+    def test_strict_500_in_order(self):
+        """Strict: 500 messages sent back to back run one after another, in order."""
+        self.start_worker(ordering_consumers.strict_routing)
+        reply = new_channel_name("chanserve.strict!")
+        done = ordering_consumers.notify_when(reply, 500, reactor)
+        self.send_socket(reply, 500)
+        yield done
+        self.assertEqual(orders(reply), list(range(500)))
+
+    @defer.inlineCallbacks
+    def test_unordered_control(self):
+        """Without enforce_ordering the same load does run out of order (the test can fail)."""
+        self.start_worker(ordering_consumers.unordered_routing)
+        reply = new_channel_name("chanserve.control!")
+        done = ordering_consumers.notify_when(reply, 300, reactor)
+        self.send_socket(reply, 300)
+        yield done
+        self.assertEqual(sorted(orders(reply)), list(range(300)))
+        self.assertNotEqual(orders(reply), list(range(300)))
+
+    @defer.inlineCallbacks
+    def test_slight_receivers_see_room(self):
+        """Slight: every receive consumer sees the room its socket's connect consumer saved."""
+        self.start_worker(ordering_consumers.slight_routing)
+        sockets = [(new_channel_name("chanserve.slight!"), f"room{i}") for i in range(12)]
+        waits = [ordering_consumers.notify_when(reply, 20, reactor) for reply, _ in sockets]
+        # Interleave the sockets' messages so connects and receives compete for threads.
+        for order in range(20):
+            for reply, room in sockets:
+                if order == 0:
+                    channel, content = "websocket.connect", {
+                        "path": f"/{room}/", "headers": [], "query_string": b""}
+                else:
+                    channel, content = "websocket.receive", {"path": f"/{room}/", "text": "x"}
+                content.update(reply_channel=reply, order=order)
+                self.successResultOf(self.layer.send(channel, content))
+        yield defer.gatherResults(waits)
+        for reply, room in sockets:
+            records = list(OrderRecord.objects.filter(socket=reply).order_by("id")
+                           .values_list("order", "room"))
+            self.assertEqual(len(records), 20)
+            self.assertEqual(records[0], (0, room))
+            self.assertEqual({r for _, r in records}, {room})
