@@ -247,17 +247,26 @@ def _flatten_entry(entry, where):
     return flatten()
 
 
-def _noop_consumer(message, **kwargs):
-    """Default consumer: does nothing (``websocket.receive``/``disconnect``; ``connect`` accepts)."""
+async def _noop_consumer(message, **kwargs):
+    """
+    Default consumer: does nothing (``websocket.receive``/``disconnect``,
+    ``http.disconnect``; for ``websocket.connect`` the worker's implicit
+    accept answers). ``async`` so it runs on the reactor, not in a thread.
+    """
 
 
 def default_routing():
-    """The routes appended after every project's routing (contract section 3)."""
+    """
+    The routes appended after every project's routing (contract section 3),
+    plus ``http.disconnect`` → nothing, so those notices don't sit in the
+    layer until they expire.
+    """
     return [
         Route("http.request", "chanserve.handler.view_consumer"),
         Route("websocket.connect", _noop_consumer),
         Route("websocket.receive", _noop_consumer),
         Route("websocket.disconnect", _noop_consumer),
+        Route("http.disconnect", _noop_consumer),
     ]
 
 

@@ -202,7 +202,8 @@ class RouterTests(SynchronousTestCase):
         router = Router([route("http.request", consumer_a, path=r"^/api/")])
         self.assertEqual(router.match("http.request", {"path": "/api/x"}), (consumer_a, {}))
         self.assertEqual(router.match("http.request", {"path": "/other"}), (view_consumer, {}))
-        for name in ("websocket.connect", "websocket.receive", "websocket.disconnect"):
+        for name in ("websocket.connect", "websocket.receive", "websocket.disconnect",
+                     "http.disconnect"):
             consumer, kwargs = router.match(name, {"path": "/"})
             self.assertIs(consumer, routing._noop_consumer)
         self.assertEqual(router.channels[0], "http.request")
@@ -251,8 +252,8 @@ class LoadRoutingTests(SynchronousTestCase):
         with self._layers(None):
             router = routing.load_routing()
         self.assertEqual(sorted(router.channels),
-                         ["http.request", "websocket.connect", "websocket.disconnect",
-                          "websocket.receive"])
+                         ["http.disconnect", "http.request", "websocket.connect",
+                          "websocket.disconnect", "websocket.receive"])
 
     def test_broken_routing_names_setting(self):
         """An unimportable or malformed ROUTING is one ImproperlyConfigured naming the setting."""
