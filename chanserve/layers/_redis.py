@@ -269,14 +269,20 @@ class _Shard:
 
 
 class _Receive:
-    """One pending ``receive``: a BLPOP on each shard its channels live on."""
+    """
+    One pending ``receive``: a BLPOP on each shard its channels live on.
+
+    When a shard's part is one process prefix (an interface server's reply
+    loop), the BLPOP is pipelined with a batch pop of that prefix's next
+    messages into this process's buffer: one round trip takes a burst.
+    """
 
     def __init__(self, layer, keys):
         self.layer = layer
         self.done = False
         self.pending = {}  # shard -> protocol blocked in BLPOP (None while connecting)
         self.plan = {}  # shard -> [redis key]
-        self.names = {}  # redis key -> channel name (or process prefix)
+        self.names = {}  # redis key (bytes) -> channel name or process prefix
         for key in keys:
             shard = layer._shard(key)
             redis_key = layer._list_key(key)
@@ -312,13 +318,52 @@ class _Receive:
             shard.release(proto)
             return
         self.pending[shard] = proto
+        layer = self.layer
         keys = self.plan[shard]
+        blpop = proto.command("BLPOP", *keys, BLOCK_SECONDS, timeout=BLOCK_SECONDS + 10)
+        if len(keys) == 1 and keys[0].endswith("!"):
+            prefix = self.names[keys[0].encode("ascii")]
+            taken = layer._decrements.pop(prefix, [])
+            batch = scripts.POP_BATCH(
+                proto, [keys[0], layer._counts_key(prefix)],
+                [_float(layer.clock.seconds()), BATCH] + taken)
+            d = defer.gatherResults([blpop, batch], consumeErrors=True)
+            d.addErrback(self._batch_failed, prefix, taken)
+            d.addCallbacks(self._batched, self._pop_failed, (shard, proto, prefix), None,
+                           (shard, proto))
+            return
         if len(keys) > 1:
             self._turn += 1
             i = self._turn % len(keys)
             keys = keys[i:] + keys[:i]
-        proto.command("BLPOP", *keys, BLOCK_SECONDS, timeout=BLOCK_SECONDS + 10).addCallbacks(
-            self._popped, self._pop_failed, (shard, proto), None, (shard, proto))
+        blpop.addCallbacks(self._popped, self._pop_failed, (shard, proto), None, (shard, proto))
+
+    def _batch_failed(self, f, prefix, taken):
+        if taken:
+            self.layer._decrements.setdefault(prefix, [])[:0] = taken
+        return f.value.subFailure if isinstance(f.value, defer.FirstError) else f
+
+    def _batched(self, replies, shard, proto, prefix):
+        reply, envelopes = replies
+        layer = self.layer
+        if reply is not None:
+            name = _name_of(reply[1])
+            if name is not None:
+                layer._decrements.setdefault(prefix, []).append(name)
+            envelopes.insert(0, reply[1])
+        if envelopes:
+            layer._buffers.setdefault(prefix, deque()).extend(envelopes)
+        if self.done:
+            self.pending.pop(shard, None)
+            shard.release(proto)
+            return
+        item = layer._from_buffers([prefix])
+        if item is None:
+            self._block(proto, shard)
+            return
+        self.pending.pop(shard, None)
+        shard.release(proto)
+        self._finish(item)
 
     def _popped(self, reply, shard, proto):
         if reply is None:
@@ -331,19 +376,18 @@ class _Receive:
             return
         redis_key, envelope = reply
         layer = self.layer
+        key = self.names[redis_key]
         if self.done:
             # Won elsewhere or cancelled after Redis popped it: put it back
             # at the head, where it was.
             self.pending.pop(shard, None)
             proto.command("LPUSH", redis_key, envelope).addCallbacks(
-                lambda _: shard.release(proto),
-                lambda f: layer._lost_message(f, self.names.get(redis_key, redis_key)))
+                lambda _: shard.release(proto), layer._lost_message, errbackArgs=(key,))
             return
-        key = self.names[redis_key]
-        item = layer._open(key, envelope)
         if key.endswith("!"):
-            layer._prefetch(shard, key, _name_of(envelope))
-        if item is None or item is False:
+            layer._taken(shard, key, _name_of(envelope))
+        item = layer._open(key, envelope)
+        if not item:
             self._block(proto, shard)
             return
         self.pending.pop(shard, None)
@@ -355,7 +399,7 @@ class _Receive:
         self.pending.pop(shard, None)
         if self.done:
             return
-        if f.check(ConnectionError, LayerUnavailable):
+        if f.check(ConnectionError, LayerUnavailable, defer.CancelledError):
             self._arm(shard)
         else:
             proto.abort()
@@ -440,7 +484,7 @@ class RedisChannelLayer(service.Service):
         self._shards = [_Shard(self, i, address) for i, address in enumerate(self.hosts)]
         self._receives = set()
         self._buffers = {}  # process prefix -> deque of envelopes taken from Redis
-        self._prefetching = {}  # process prefix -> [Deferred waiting for its batch]
+        self._decrements = {}  # process prefix -> names read but not yet uncounted in Redis
         self._stats = dict.fromkeys(_COUNTERS, 0)
 
     def __repr__(self):
@@ -459,6 +503,12 @@ class RedisChannelLayer(service.Service):
         super().stopService()
         for receive in list(self._receives):
             receive.deferred.cancel()
+        unread = sum(len(b) for b in self._buffers.values())
+        if unread:
+            self._stats["messages_lost"] += unread
+            self._stats["messages_dropped"] += unread
+            self._log.warn("{count} message(s) for this process were not read before it stopped",
+                           count=unread)
         self._buffers.clear()
         return defer.DeferredList([s.stop() for s in self._shards], consumeErrors=True)
 
@@ -546,7 +596,8 @@ class RedisChannelLayer(service.Service):
                 self._log.error(
                     "The connection to Redis at {address} broke during {what}: "
                     "{count} message(s) may be lost", address=shard.address, what=what, count=count)
-            raise LayerUnavailable(f"Redis at {shard.address} is unavailable ({f.getErrorMessage()})")
+            raise LayerUnavailable(f"Redis at {shard.address} is unavailable "
+                                   f"({f.getErrorMessage() or f.type.__name__})")
         raise LayerUnavailable(f"Redis at {shard.address} failed {what}: {f.getErrorMessage()}")
 
     def _command(self, shard, call, what, count=0):
@@ -687,36 +738,10 @@ class RedisChannelLayer(service.Service):
         return self._receive(keys)
 
     def _receive(self, keys):
-        waiting = [k for k in keys if k in self._prefetching]
-        if waiting:
-            # A batch of this process's messages is on its way: take from it.
-            return self._after_batch(waiting[0], keys)
         item = self._from_buffers(keys)
         if item is not None:
             return defer.succeed(item)
         return _Receive(self, keys).start()
-
-    def _after_batch(self, prefix, keys):
-        waiters = self._prefetching[prefix]
-        batch = defer.Deferred()
-        waiters.append(batch)
-        inner = []
-
-        def cancel(_):
-            if inner:
-                inner[0].cancel()
-            elif batch in waiters:
-                waiters.remove(batch)
-
-        outer = defer.Deferred(cancel)
-
-        def go(_):
-            if not outer.called:
-                inner.append(self._receive(keys))
-                inner[0].chainDeferred(outer)
-
-        batch.addCallback(go)
-        return outer
 
     def _from_buffers(self, keys):
         for key in keys:
@@ -730,33 +755,14 @@ class RedisChannelLayer(service.Service):
                     return item
         return None
 
-    def _prefetch(self, shard, prefix, taken):
-        """After a BLPOP on ``prefix``, take its next messages in one step (and count ``taken`` read)."""
-        if prefix in self._prefetching:
-            if taken is not None:
-                self._command(shard, lambda proto: scripts.POP_BATCH(
-                    proto, [self._list_key(prefix), self._counts_key(prefix)],
-                    [_float(self.clock.seconds()), 0, taken]), "a receive")
+    def _taken(self, shard, prefix, name):
+        """A BLPOP took a message of ``name`` (under ``prefix``): lower its count in Redis."""
+        if name is None:
             return
-        self._prefetching[prefix] = []
-        args = [_float(self.clock.seconds()), BATCH] + ([taken] if taken is not None else [])
-        d = self._command(shard, lambda proto: scripts.POP_BATCH(
-            proto, [self._list_key(prefix), self._counts_key(prefix)], args), "a receive")
-
-        def got(envelopes):
-            if envelopes and self.running:
-                self._buffers.setdefault(prefix, deque()).extend(envelopes)
-            elif envelopes:
-                self._stats["messages_lost"] += len(envelopes)
-
-        def done(result):
-            if isinstance(result, failure.Failure):
-                self._log.warn("Could not read ahead on {prefix!r}: {error}",
-                               prefix=prefix, error=result.getErrorMessage())
-            for waiter in self._prefetching.pop(prefix, ()):
-                waiter.callback(None)
-
-        d.addCallback(got).addBoth(done)
+        keys = [self._list_key(prefix), self._counts_key(prefix)]
+        args = [_float(self.clock.seconds()), 0, name]
+        self._command(shard, lambda proto: scripts.POP_BATCH(proto, keys, args),
+                      "a receive").addErrback(lambda f: None)
 
     # -- channels and groups -------------------------------------------------
 

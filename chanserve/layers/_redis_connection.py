@@ -82,6 +82,20 @@ class RedisProtocol(txredisapi.BaseRedisProtocol):
         self._watchdog = None
         self.client_id = None
 
+    def _build_command(self, *args, **kwargs):
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            if type(arg) is str:
+                arg = arg.encode("utf-8")
+            elif type(arg) is int:
+                arg = b"%d" % arg
+            elif not isinstance(arg, bytes):
+                arg = self._encode_value(arg)
+            parts.append(b"$%d\r\n" % len(arg))
+            parts.append(arg)
+            parts.append(b"\r\n")
+        return b"".join(parts)
+
     # -- the watchdog: one timer per connection, for the oldest reply due ----
 
     def execute_command(self, *args, timeout=None, **kwargs):
