@@ -1,0 +1,28 @@
+"""Login and logout views for the auth tests: plain Django views."""
+
+from django.contrib.auth import authenticate, login, logout
+from django.http import HttpResponse, HttpResponseForbidden
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+
+@csrf_exempt
+def login_view(request):
+    user = authenticate(request, username=request.POST.get("username"),
+                        password=request.POST.get("password"))
+    if user is None:
+        return HttpResponseForbidden("bad credentials")
+    login(request, user)
+    return HttpResponse(request.session.session_key)
+
+
+@csrf_exempt
+def logout_view(request):
+    logout(request)
+    return HttpResponse("bye")
+
+
+urlpatterns = [
+    path("auth/login/", login_view),
+    path("auth/logout/", logout_view),
+]
