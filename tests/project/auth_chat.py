@@ -68,3 +68,10 @@ ordered_channel_routing = [
     route("websocket.receive", ordered_ws_message),
     route("websocket.disconnect", ordered_ws_disconnect),
 ]
+
+# For the end-to-end tests: the ordered chat under /ordered/, the plain one elsewhere.
+e2e_routing = [
+    route("websocket.connect", ordered_ws_add, path=r"^/ordered/"),
+    route("websocket.receive", ordered_ws_message, path=r"^/ordered/"),
+    route("websocket.disconnect", ordered_ws_disconnect, path=r"^/ordered/"),
+] + channel_routing

@@ -1,6 +1,7 @@
 """Login and logout views for the auth tests: plain Django views."""
 
 from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth.models import User
 from django.http import HttpResponse, HttpResponseForbidden
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
@@ -17,6 +18,13 @@ def login_view(request):
 
 
 @csrf_exempt
+def register_view(request):
+    """Create a user (test projects only): the subprocess tests have no other way in."""
+    User.objects.create_user(request.POST["username"], password=request.POST["password"])
+    return HttpResponse("created")
+
+
+@csrf_exempt
 def logout_view(request):
     logout(request)
     return HttpResponse("bye")
@@ -25,4 +33,5 @@ def logout_view(request):
 urlpatterns = [
     path("auth/login/", login_view),
     path("auth/logout/", logout_view),
+    path("auth/register/", register_view),
 ]
