@@ -28,6 +28,67 @@ _NO_BODY_STATUS = frozenset([204, 304])
 _MAX_CHUNK_LINE = 4096
 
 
+class _Deadline:
+    """
+    A timeout that is cheap to set, move and clear on every request.
+
+    It keeps one ``DelayedCall``; moving the deadline later or clearing it
+    only changes two attributes, and a call that fires before the current
+    deadline re-arms itself for the remainder.
+    """
+
+    __slots__ = ("_clock", "_call", "_when", "_callback")
+
+    def __init__(self, clock):
+        self._clock = clock
+        self._call = None
+        self._when = 0.0
+        self._callback = None
+
+    def set(self, seconds, callback):
+        """Call ``callback`` in ``seconds`` (0: never) instead of whatever was set."""
+        if not seconds:
+            self._callback = None
+            return
+        when = self._clock.seconds() + seconds
+        self._when = when
+        self._callback = callback
+        call = self._call
+        if call is None:
+            self._call = self._clock.callLater(seconds, self._fire)
+        elif call.getTime() > when:
+            call.reset(seconds)
+
+    def extend(self, seconds):
+        """Move a pending deadline to ``seconds`` from now."""
+        if self._callback is not None:
+            self._when = self._clock.seconds() + seconds
+
+    def clear(self):
+        """Forget the pending deadline (its call stays scheduled, harmlessly)."""
+        self._callback = None
+
+    def cancel(self):
+        """Forget the deadline and cancel the scheduled call."""
+        self._callback = None
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+
+    def _fire(self):
+        self._call = None
+        callback = self._callback
+        if callback is None:
+            return
+        now = self._clock.seconds()
+        if now < self._when:
+            self._call = self._clock.callLater(self._when - now, self._fire)
+            return
+        self._callback = None
+        callback()
+
+
 def _address(address):
     """``[host, port]`` for an IP address, else None."""
     host = getattr(address, "host", None)
@@ -54,8 +115,8 @@ class HTTPProtocol(protocol.Protocol):
         self._processing = False
         self._paused = False
         self._blocked = False       # a layer send is in flight or being retried
-        self._timer = None          # idle / header / body read timeout
-        self._response_timer = None  # http_timeout
+        self._timer = _Deadline(server.reactor)           # idle / header / body
+        self._response_timer = _Deadline(server.reactor)  # http_timeout
         self._websocket = None
         self._requests = 0
         self._reset_request()
@@ -91,7 +152,7 @@ class HTTPProtocol(protocol.Protocol):
         self.server_address = _address(transport.getHost())
         self.secure = ISSLTransport.providedBy(transport)
         self.server.connection_made(self)
-        self._arm(self.server.idle_timeout, self._idle_timed_out)
+        self._timer.set(self.server.idle_timeout, self._idle_timed_out)
 
     def dataReceived(self, data):
         if self._state == _UPGRADED:
@@ -99,13 +160,14 @@ class HTTPProtocol(protocol.Protocol):
             return
         if self._state == _CLOSED:
             return
-        if self._state == _HEAD and not self._buf and self._head is None:
-            # First byte of a new request: the header deadline starts now.
-            self._arm(self.server.header_timeout, self._header_timed_out)
+        starting = self._state == _HEAD and not self._buf
         self._buf += data
-        if _BODY_LENGTH <= self._state <= _TRAILERS and self._timer is not None:
-            self._timer.reset(self.server.body_timeout)
+        if _BODY_LENGTH <= self._state <= _TRAILERS:
+            self._timer.extend(self.server.body_timeout)
         self._process()
+        if starting and self._state == _HEAD and self._buf:
+            # A request head began and is incomplete: it must be done by the deadline.
+            self._timer.set(self.server.header_timeout, self._header_timed_out)
         if (not self._paused and self._state != _CLOSED
                 and len(self._buf) > self.server.max_buffer):
             self._pause()
@@ -136,35 +198,20 @@ class HTTPProtocol(protocol.Protocol):
 
     # -- timers --------------------------------------------------------------
 
-    def _arm(self, seconds, callback):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = self.server.reactor.callLater(seconds, callback) if seconds else None
-
-    def _disarm(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
     def _cancel_timers(self):
-        self._disarm()
-        if self._response_timer is not None and self._response_timer.active():
-            self._response_timer.cancel()
-        self._response_timer = None
+        self._timer.cancel()
+        self._response_timer.cancel()
 
     def _idle_timed_out(self):
-        self._timer = None
         self._log.debug("Closing idle connection from {client}", client=self.client)
         self._state = _CLOSED
         self.transport.loseConnection()
 
     def _header_timed_out(self):
-        self._timer = None
         self._log.info("Request head from {client} too slow; closing", client=self.client)
         self._fail(408, "request head not received in time")
 
     def _body_timed_out(self):
-        self._timer = None
         self._log.info("Request body from {client} stalled; closing", client=self.client)
         if self._dispatched:
             self._state = _CLOSED
@@ -173,7 +220,6 @@ class HTTPProtocol(protocol.Protocol):
             self._fail(408, "request body not received in time")
 
     def _response_timed_out(self):
-        self._response_timer = None
         if self._response_started:
             return
         self._log.warn("No response to {method} {path} within {timeout}s; answering 503",
@@ -297,7 +343,7 @@ class HTTPProtocol(protocol.Protocol):
 
     def _start_request(self, head, raw):
         server = self.server
-        self._disarm()
+        self._timer.clear()
         self._head = head
         self._requests += 1
         self._started = server.reactor.seconds()
@@ -340,11 +386,11 @@ class HTTPProtocol(protocol.Protocol):
             return
         if head.expect_continue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self._arm(server.body_timeout, self._body_timed_out)
+        self._timer.set(server.body_timeout, self._body_timed_out)
 
     def _upgrade(self, head, raw, client, scheme):
         from ._websocket import WebSocketProtocol
-        self._disarm()
+        self._cancel_timers()
         self._state = _UPGRADED
         ws = self._websocket = WebSocketProtocol(
             self.server, head, client, self.server_address,
@@ -369,7 +415,7 @@ class HTTPProtocol(protocol.Protocol):
         if last:
             self._body_done = True
             self._state = _RESPONDING
-            self._disarm()
+            self._timer.clear()
         if not (last or self._body_buffered >= server.body_chunk_size):
             return
         content = b"".join(self._body_parts) if len(self._body_parts) != 1 else self._body_parts[0]
@@ -396,8 +442,7 @@ class HTTPProtocol(protocol.Protocol):
     def _request_sent(self, _):
         if self._state == _CLOSED:
             return
-        self._response_timer = self.server.reactor.callLater(
-            self.server.http_timeout, self._response_timed_out) if self.server.http_timeout else None
+        self._response_timer.set(self.server.http_timeout, self._response_timed_out)
         self._unblock()
 
     def _request_not_sent(self, failure):
@@ -423,8 +468,8 @@ class HTTPProtocol(protocol.Protocol):
         self._pending_body = None
         self._retry_delay = 0.0
         if self._state != _CLOSED:
-            if self._timer is not None and not self._body_done:
-                self._timer.reset(self.server.body_timeout)  # the consumer is making progress
+            if not self._body_done:
+                self._timer.extend(self.server.body_timeout)  # the consumer is making progress
             self._unblock()
 
     def _body_not_sent(self, failure):
@@ -527,9 +572,7 @@ class HTTPProtocol(protocol.Protocol):
         lines.append(b"\r\n")
         self._response_started = True
         self._status = status
-        if self._response_timer is not None and self._response_timer.active():
-            self._response_timer.cancel()
-        self._response_timer = None
+        self._response_timer.clear()
         if content and self._write_body:
             if self._chunked_response:
                 lines.append(b"%x\r\n" % len(content))
@@ -564,9 +607,9 @@ class HTTPProtocol(protocol.Protocol):
             return
         self._reset_request()
         self._state = _HEAD
-        self._arm(self.server.idle_timeout, self._idle_timed_out)
+        self._timer.set(self.server.idle_timeout, self._idle_timed_out)
         if self._buf:
-            self._arm(self.server.header_timeout, self._header_timed_out)
+            self._timer.set(self.server.header_timeout, self._header_timed_out)
             if self._paused and not self._blocked:
                 self._resume()
             self._process()

@@ -121,9 +121,9 @@ class InterfaceServer(service.Service):
         return ports
 
     def _not_listening(self, failure):
+        # Reported by whoever watches ``listening`` (the chanserve service), once.
         if failure.check(defer.FirstError):
             failure = failure.value.subFailure
-        self._log.failure("Interface server could not listen", failure)
         return failure
 
     def stopService(self):
