@@ -103,8 +103,12 @@ class Server:
         env.update(self.extra_env)
         py = c.PEER_PYTHON
         app = "peerproject.asgi:application"
-        if self.name.startswith("daphne"):
+        if self.name == "daphne":
             return [([py, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", port, app], env)]
+        if self.name == "daphne-redis":
+            app = "peerproject.asgi_redis:application"
+            return [([py, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", port, app], env),
+                    ([py, "-m", "django", "runworker", "bench-echo", "-v", "0"], env)]
         if self.name == "uvicorn":
             return [([py, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", port,
                       "--loop", "asyncio", "--http", "h11", "--ws", "websockets",

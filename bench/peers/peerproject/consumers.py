@@ -1,5 +1,6 @@
 """Channels 4 async consumers with the same logic as bench/chanserve_project."""
 
+from channels.consumer import AsyncConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 GROUP = "bench"
@@ -30,3 +31,21 @@ class Fanout(AsyncWebsocketConsumer):
 
     async def bench_message(self, event):
         await self.send(text_data=event["text"])
+
+
+class RedisEcho(AsyncWebsocketConsumer):
+    """Echo through a worker process: frame -> "bench-echo" channel -> back."""
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.channel_layer.send("bench-echo", {
+            "type": "echo", "reply": self.channel_name, "text": text_data})
+
+    async def echo_reply(self, event):
+        await self.send(text_data=event["text"])
+
+
+class EchoWorker(AsyncConsumer):
+    """The worker side (`runworker bench-echo`): send the frame back to its socket."""
+
+    async def echo(self, event):
+        await self.channel_layer.send(event["reply"], {"type": "echo.reply", "text": event["text"]})
