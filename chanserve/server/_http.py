@@ -168,9 +168,6 @@ class HTTPProtocol(protocol.Protocol):
         if starting and self._state == _HEAD and self._buf:
             # A request head began and is incomplete: it must be done by the deadline.
             self._timer.set(self.server.header_timeout, self._header_timed_out)
-        if (not self._paused and self._state != _CLOSED
-                and len(self._buf) > self.server.max_buffer):
-            self._pause()
 
     def connectionLost(self, reason=None):
         if self._state == _UPGRADED:
@@ -319,6 +316,7 @@ class HTTPProtocol(protocol.Protocol):
             self._fail(e.status, e.reason)
         finally:
             self._processing = False
+            self._flow()
 
     def _head_step(self):
         """Parse a complete head from the buffer; False when more bytes are needed."""
@@ -481,9 +479,9 @@ class HTTPProtocol(protocol.Protocol):
             self.transport.abortConnection()
             return
         # Backpressure: stop reading the socket, retry the same chunk later.
-        self._pause()
         self._retry_delay = min(max(self._retry_delay * 2, 0.01), 1.0)
         self._retry = self.server.reactor.callLater(self._retry_delay, self._retry_body)
+        self._flow()
 
     def _retry_body(self):
         self._retry = None
@@ -492,9 +490,16 @@ class HTTPProtocol(protocol.Protocol):
 
     def _unblock(self):
         self._blocked = False
-        if self._paused and len(self._buf) <= self.server.max_buffer:
-            self._resume()
         self._process()
+
+    def _flow(self):
+        """Read the socket only while the layer takes our sends and the buffer is small."""
+        if self._state >= _UPGRADED:
+            return
+        if self._retry is not None or len(self._buf) > self.server.max_buffer:
+            self._pause()
+        else:
+            self._resume()
 
     # -- response ------------------------------------------------------------
 
@@ -610,9 +615,7 @@ class HTTPProtocol(protocol.Protocol):
         self._timer.set(self.server.idle_timeout, self._idle_timed_out)
         if self._buf:
             self._timer.set(self.server.header_timeout, self._header_timed_out)
-            if self._paused and not self._blocked:
-                self._resume()
-            self._process()
+        self._process()
 
     def _access_log(self, status):
         log = self.server.access_log

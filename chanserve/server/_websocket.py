@@ -22,6 +22,10 @@ _CONNECTING = WebSocketServerProtocol.STATE_CONNECTING
 _SENDABLE = frozenset([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014])
 
 
+# Bytes of frames a client may send before its handshake is answered, before we stop reading.
+_EARLY_LIMIT = 1 << 16
+
+
 def _sendable(code):
     return type(code) is int and (code in _SENDABLE or 3000 <= code <= 4999)
 
@@ -106,10 +110,23 @@ class WebSocketProtocol(WebSocketServerProtocol):
         self._lifetime_timer = None
         self._early = None           # replies that arrived before the socket was open
         self._started = 0.0
+        self._paused = False
 
     # autobahn's own dataReceived formats a debug line on every call
     def dataReceived(self, data):
         self._dataReceived(data)
+        if (self.state == _CONNECTING and self._handshake is not None and not self._paused
+                and len(self.data) > _EARLY_LIMIT):
+            # Frames keep coming before the consumer answered: stop reading until it does.
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def sendPreparedMessage(self, prepared):
+        # The common case straight to the transport (autobahn's sendData formats a debug line).
+        if self._perMessageCompress is None and not self.send_queue:
+            self.transport.write(prepared.payloadHybi)
+        else:
+            super().sendPreparedMessage(prepared)
 
     def unregisterProducer(self):
         if getattr(self.transport, "producer", True) is not None:
@@ -199,6 +216,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         server = self.server
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
         if server.access_log is not None:
             server.access_log.websocket("WSCONNECT", self._client, self.path, None)
         if server.websocket_timeout:

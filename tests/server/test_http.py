@@ -178,6 +178,15 @@ class ResponseTests(HTTPTestCase):
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
         self.assertTrue(transport.value().endswith(b"two"))
 
+    def test_pipelined_flood_paused(self):
+        """Pipelined input beyond the buffer bound pauses reading until it is worked off."""
+        n = self.h.server.max_buffer // len(GET) + 1
+        protocol, transport = self.request(GET * (n + 1))
+        self.assertEqual(transport.producerState, "paused")
+        self.h.reply(self.h.next("http.request"), OK)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertIsNotNone(self.h.next("http.request"))
+
     def test_connection_close(self):
         """``Connection: close`` from the client closes after the response."""
         _, transport = self.request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")

@@ -129,6 +129,15 @@ class HandshakeTests(WebSocketTestCase):
         received = self.h.next("websocket.receive")
         self.assertEqual((received["text"], received["order"]), ("early\r\n\r\n", 1))
 
+    def test_early_flood_paused(self):
+        """A client flooding frames before the answer is paused, and resumed on accept."""
+        protocol, transport, connect = self.handshake()
+        protocol.dataReceived(client_frame(2, b"x" * 70000))
+        self.assertEqual(transport.producerState, "paused")
+        self.h.reply(connect, {"accept": True})
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(self.h.next("websocket.receive")["bytes"]), 70000)
+
     def test_subprotocol_default(self):
         """Without a choice, the first subprotocol the client offered is selected."""
         _, transport, connect = self.handshake(extra=b"Sec-WebSocket-Protocol: chat, superchat\r\n")
