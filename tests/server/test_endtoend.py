@@ -1,7 +1,11 @@
 """The interface server on real sockets, with a real WebSocket client and raw sockets."""
 
 import http.client
+import os
 import socket
+import ssl
+
+import twisted.test
 
 import websocket
 from twisted.internet import defer, reactor, threads
@@ -17,15 +21,16 @@ class EchoServerMixin:
     """An InterfaceServer on 127.0.0.1:0 and a tiny consumer loop answering its messages."""
 
     options = {}
+    endpoint = "tcp:0:interface=127.0.0.1"
 
     @defer.inlineCallbacks
     def setUp(self):
         self.layer = InMemoryChannelLayer(reactor=reactor)
-        self.server = InterfaceServer(self.layer, reactor, ["tcp:0:interface=127.0.0.1"],
+        self.server = InterfaceServer(self.layer, reactor, [self.endpoint],
                                       ping_interval=0, **self.options)
         self.server.startService()
         ports = yield self.server.listening
-        self.port = ports[0].getHost().port
+        self.port = getattr(ports[0].getHost(), "port", None)
         self.seen = []
         self.disconnected = defer.Deferred()
         self.consumer = defer.Deferred.fromCoroutine(self._consume())
@@ -204,3 +209,65 @@ class WebSocketEndToEndTests(EchoServerMixin, TestCase):
                 ws.close()
         self.assertEqual((yield threads.deferToThread(echo)), "fine")
 
+
+
+class TLSEndToEndTests(EchoServerMixin, TestCase):
+    """An ``ssl:`` endpoint: the scheme is https / wss."""
+
+    def setUp(self):
+        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        self.endpoint = f"ssl:0:interface=127.0.0.1:privateKey={pem}"
+        return super().setUp()
+
+    @defer.inlineCallbacks
+    def test_https_and_wss(self):
+        """A request over TLS says ``https``; a WebSocket over TLS says ``wss``."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+
+        def fetch():
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=context)
+            try:
+                conn.request("GET", "/secure")
+                body = conn.getresponse().read()
+            finally:
+                conn.close()
+            ws = websocket.create_connection(f"wss://127.0.0.1:{self.port}/s",
+                                             sslopt={"cert_reqs": ssl.CERT_NONE}, timeout=5)
+            try:
+                ws.send("x")
+                return body, ws.recv()
+            finally:
+                ws.close()
+        body, echoed = yield threads.deferToThread(fetch)
+        self.assertEqual((body, echoed), (b"/secure 0", "x"))
+        schemes = {c: m["scheme"] for c, m in self.seen if "scheme" in m}
+        self.assertEqual(schemes, {"http.request": "https", "websocket.connect": "wss"})
+
+
+class UnixEndToEndTests(EchoServerMixin, TestCase):
+    """A ``unix:`` endpoint: no client address."""
+
+    def setUp(self):
+        self.path = os.path.abspath(self.mktemp())
+        self.endpoint = f"unix:{self.path}"
+        return super().setUp()
+
+    @defer.inlineCallbacks
+    def test_request(self):
+        """A request over a unix socket is served, with ``client`` None."""
+        def fetch():
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(self.path)
+                s.sendall(b"GET /unix HTTP/1.0\r\n\r\n")
+                out = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return out
+                    out += chunk
+        out = yield threads.deferToThread(fetch)
+        self.assertTrue(out.endswith(b"/unix 0"), out)
+        self.assertIsNone(self.seen[0][1]["client"])

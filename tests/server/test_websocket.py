@@ -1,5 +1,6 @@
 """WebSocket in the interface server, in memory: the held handshake, frames, limits, timers."""
 
+import io
 import struct
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -334,3 +335,26 @@ class ShutdownTests(WebSocketTestCase):
         protocol.dataReceived(client_frame(8, struct.pack("!H", 1001)))
         transport.loseConnection()
         self.successResultOf(d)
+
+
+class AccessLogTests(WebSocketTestCase):
+    """WebSocket connects, rejects and disconnects are logged."""
+
+    def setUp(self):
+        self.log = io.StringIO()
+        self.options = {"ping_interval": 0, "access_log": self.log}
+        super().setUp()
+
+    def test_lines(self):
+        """WSCONNECT on accept, WSDISCONNECT with the code, WSREJECT with 403."""
+        protocol, transport, connect = self.open()
+        self.h.reactor.advance(2)
+        protocol.dataReceived(client_frame(8, struct.pack("!H", 1000)))
+        transport.loseConnection()
+        _, _, rejected = self.handshake(path=b"/no/")
+        self.h.reply(rejected, {"accept": False})
+        lines = self.log.getvalue().splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        self.assertIn('"WSCONNECT /ws/" - - -', lines[0])
+        self.assertIn('"WSDISCONNECT /ws/" 1000 - 2.000', lines[1])
+        self.assertIn('"WSREJECT /no/" 403', lines[2])
