@@ -151,8 +151,8 @@ class HTTPProtocol(protocol.Protocol):
         self.client = _address(transport.getPeer())
         self.server_address = _address(transport.getHost())
         self.secure = ISSLTransport.providedBy(transport)
-        self.server.connection_made(self)
         self._timer.set(self.server.idle_timeout, self._idle_timed_out)
+        self.server.connection_made(self)
 
     def dataReceived(self, data):
         if self._state == _UPGRADED:
@@ -217,7 +217,7 @@ class HTTPProtocol(protocol.Protocol):
             self._fail(408, "request body not received in time")
 
     def _response_timed_out(self):
-        if self._response_started:
+        if self._response_started or self._message is None:
             return
         self._log.warn("No response to {method} {path} within {timeout}s; answering 503",
                        method=self._message["method"], path=self._message["path"],
@@ -352,6 +352,8 @@ class HTTPProtocol(protocol.Protocol):
             client, scheme = server.proxy.resolve(client, scheme, head.headers)
 
         if head.upgrade and head.method == "GET":
+            if server.stopping:
+                raise HTTPError(503, "shutting down")
             self._upgrade(head, raw, client, scheme)
             return
 
@@ -440,7 +442,9 @@ class HTTPProtocol(protocol.Protocol):
     def _request_sent(self, _):
         if self._state == _CLOSED:
             return
-        self._response_timer.set(self.server.http_timeout, self._response_timed_out)
+        # With a remote layer the response may already be here (and done).
+        if self._dispatched and not self._response_started:
+            self._response_timer.set(self.server.http_timeout, self._response_timed_out)
         self._unblock()
 
     def _request_not_sent(self, failure):

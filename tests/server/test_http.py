@@ -575,3 +575,49 @@ class ParseHeadTests(SynchronousTestCase):
         """Optional whitespace around a header value is not part of it."""
         head = parse_head(b"GET / HTTP/1.1\r\nHost:  a \t")
         self.assertEqual(head.headers, [[b"host", b"a"]])
+
+
+class _AckLaterLayer:
+    """Delivers sends at once but acknowledges them only when told (like a remote layer)."""
+
+    def __init__(self, layer):
+        self._layer = layer
+        self.acks = []
+
+    def send(self, channel, message):
+        from twisted.internet import defer
+        d = defer.Deferred()
+        self._layer.send(channel, message).addBoth(lambda result: self.acks.append((d, result)))
+        return d
+
+    def ack_all(self):
+        acks, self.acks = self.acks, []
+        for d, result in acks:
+            d.callback(result)
+
+    def __getattr__(self, name):
+        return getattr(self._layer, name)
+
+
+class AsyncLayerTests(HTTPTestCase):
+    """A layer whose sends are acknowledged later (Redis) works the same."""
+
+    options = {"http_timeout": 5.0}
+
+    def setUp(self):
+        super().setUp()
+        self.layer = self.h.server.layer = _AckLaterLayer(self.h.layer)
+
+    def test_response_before_ack(self):
+        """A response arriving before the send is acknowledged: no 503 later, next request served."""
+        protocol, transport = self.request(GET + b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.h.reply(self.h.next("http.request"), OK)
+        self.assertIsNone(self.h.next("http.request"))  # the next waits for the ack
+        self.layer.ack_all()
+        self.h.reactor.advance(6)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 "), 1)
+        second = self.h.next("http.request")
+        self.assertEqual(second["path"], "/second")
+        self.layer.ack_all()
+        self.h.reply(second, OK)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
