@@ -157,17 +157,20 @@ def _read_reply(f):
     raise RuntimeError(f"bad reply {line!r}")
 
 
-_shared = None
+_shared = {}
 _shared_lock = threading.Lock()
 
 
-def shared_server():
-    """The ``RedisServer`` shared by the tests of this process (never killed by tests)."""
-    global _shared
+def shared_server(index=0):
+    """
+    The ``index``-th ``RedisServer`` shared by the tests of this process
+    (tests never kill these; ``shared_server(1)`` is a second one for sharding).
+    """
     with _shared_lock:
-        if _shared is None or not _shared.running:
-            if _shared is not None:
-                _shared.stop()
-            _shared = RedisServer()
-            atexit.register(_shared.stop)
-        return _shared
+        server = _shared.get(index)
+        if server is None or not server.running:
+            if server is not None:
+                server.stop()
+            server = _shared[index] = RedisServer()
+            atexit.register(server.stop)
+        return server

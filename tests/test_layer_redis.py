@@ -8,6 +8,7 @@ from twisted.trial import unittest
 
 from chanserve.exceptions import ChannelFull, LayerUnavailable
 from chanserve.layers import RedisChannelLayer
+from chanserve.layers._redis import IDLE_BLOCKING
 
 from .layer_conformance import LayerConformanceMixin
 from .redis_server import RedisServer, shared_server
@@ -49,3 +50,294 @@ class RedisLayerConformanceTests(LayerConformanceMixin, RedisLayerCase):
 
     def advance(self, seconds):
         self.clock.advance(seconds)
+
+
+def round_trips(server):
+    """Scripts and BLPOPs the server has run so far: the layer's round trips (INFO doesn't count)."""
+    info = server.command("INFO", "commandstats").decode()
+    total = 0
+    for line in info.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_blpop"):
+            total += int(rest.split(",")[0].split("=")[1])
+    return total
+
+
+def blocked_clients(server):
+    info = server.command("INFO", "clients").decode()
+    for line in info.splitlines():
+        if line.startswith("blocked_clients:"):
+            return int(line.split(":")[1])
+    raise AssertionError("no blocked_clients in INFO")
+
+
+async def until(predicate, clock=reactor, step=0.01, limit=10.0):
+    """Wait (on the reactor, not sleeping) until ``predicate()`` is true."""
+    waited = 0.0
+    while not predicate():
+        if waited >= limit:
+            raise AssertionError(f"condition not met within {limit}s")
+        await task.deferLater(clock, step, lambda: None)
+        waited += step
+
+
+class RedisLayerTests(RedisLayerCase):
+    """What the Redis layer does beyond the conformance suite, on one real redis-server."""
+
+    def setUp(self):
+        self.server = shared_server()
+
+    async def test_between_processes(self):
+        """Two layers with their own connections (two processes) share channels, `!` channels and groups."""
+        prefix = unique_prefix()
+        a = self.layer(prefix=prefix)
+        b = self.layer(prefix=prefix)
+        await a.send("proc.work", {"n": 1})
+        self.assertEqual(await b.receive(["proc.work"]), ("proc.work", {"n": 1}))
+        reply = await b.new_channel("iface.abc!")
+        d = b.receive(["iface.abc!"])
+        await a.group_add("room", reply)
+        await a.send_group("room", {"text": "hi", "raw": b"\x00"})
+        self.assertEqual(await d, (reply, {"text": "hi", "raw": b"\x00"}))
+        self.assertEqual(await b.group_channels("room"), [reply])
+
+    async def test_capacity_is_atomic(self):
+        """Concurrent sends from two processes never take a channel over capacity: exactly `capacity` go in."""
+        prefix = unique_prefix()
+        a = self.layer(prefix=prefix, capacity=50)
+        b = self.layer(prefix=prefix, capacity=50)
+        ds = [layer.send("atomic", {"i": i}) for i in range(60) for layer in (a, b)]
+        results = await defer.DeferredList(ds, consumeErrors=True)
+        ok = [r for success, r in results if success]
+        full = [r for success, r in results if not success and r.check(ChannelFull)]
+        self.assertEqual((len(ok), len(full)), (50, 70))
+        self.assertEqual(self.server.command("LLEN", f"{prefix}:c:atomic"), 50)
+        stats_a, stats_b = await a.statistics(), await b.statistics()
+        self.assertEqual(stats_a["channel_full"] + stats_b["channel_full"], 70)
+        self.assertEqual(stats_a["queue_depth"], {"atomic": 50})
+
+    async def test_process_channels_share_one_key(self):
+        """Messages to 50 channels of one process prefix wait in one Redis list (plus one count hash)."""
+        layer = self.layer()
+        for i in range(50):
+            await layer.send(f"iface.p!{i}", {"i": i})
+        keys = sorted(k.decode() for k in self.server.command("KEYS", f"{layer.prefix}:*"))
+        self.assertEqual(keys, [f"{layer.prefix}:c:iface.p!", f"{layer.prefix}:n:iface.p!"])
+        stats = await layer.statistics()
+        self.assertEqual(stats["queue_depth"], {f"iface.p!{i}": 1 for i in range(50)})
+
+    async def test_process_channels_read_in_batches(self):
+        """A burst on a process prefix is read in a few round trips, in order, and frees its counts."""
+        prefix = unique_prefix()
+        sender = self.layer(prefix=prefix)
+        reader = self.layer(prefix=prefix, capacity=300)
+        await reader.whenConnected()
+        for i in range(250):
+            await sender.send(f"iface.q!{i % 7}", {"i": i})
+        before = round_trips(self.server)
+        got = [(await reader.receive(["iface.q!"])) for _ in range(250)]
+        used = round_trips(self.server) - before
+        self.assertEqual([m["i"] for _, m in got], list(range(250)))
+        self.assertEqual([c for c, _ in got], [f"iface.q!{i % 7}" for i in range(250)])
+        self.assertLessEqual(used, 12)
+        # Counts are given back as messages are read (the last one's with
+        # the next receive's batch).
+        d = reader.receive(["iface.q!"])
+        await sender.send("iface.q!0", {"last": True})
+        await d
+        blocked = blocked_clients(self.server)
+        d = reader.receive(["iface.q!"])
+        await until(lambda: blocked_clients(self.server) > blocked)
+        self.assertEqual(self.server.command("HGETALL", f"{prefix}:n:iface.q!"), [])
+        d.cancel()
+        d.addErrback(lambda f: f.trap(defer.CancelledError))
+
+    async def test_group_send_round_trips(self):
+        """A group send to 600 members (half process-specific) is one command in Redis, not 600."""
+        layer = self.layer(capacity=5)
+        for i in range(300):
+            await layer.group_add("big", f"worker.chan{i}")
+            await layer.group_add("big", f"iface.r!{i}")
+        before = round_trips(self.server)
+        await layer.send_group("big", {"text": "to all"})
+        self.assertEqual(round_trips(self.server) - before, 1)
+        stats = await layer.statistics()
+        self.assertEqual(stats["messages_sent"], 600)
+        self.assertEqual(len(stats["queue_depth"]), 600)
+
+    async def test_group_send_drops_only_full_members(self):
+        """In a 300-member group, the 3 full members miss the message (counted); 297 get it."""
+        prefix = unique_prefix()
+        layer = self.layer(prefix=prefix, capacity=1)
+        reader = self.layer(prefix=prefix)
+        for i in range(300):
+            await layer.group_add("crowd", f"member{i}")
+        for i in (5, 50, 250):
+            await layer.send(f"member{i}", {"before": True})
+        await layer.send_group("crowd", {"text": "group"})
+        stats = await layer.statistics()
+        self.assertEqual(stats["group_members_full"], 3)
+        self.assertEqual(stats["messages_dropped"], 3)
+        for i in range(300):
+            expected = {"before": True} if i in (5, 50, 250) else {"text": "group"}
+            self.assertEqual(await reader.receive([f"member{i}"]), (f"member{i}", expected))
+
+    async def test_group_capacity_globs(self):
+        """Group sends apply channel_capacity globs to each member."""
+        layer = self.layer(capacity=1, channel_capacity={"roomy*": 3})
+        await layer.group_add("g", "roomy.a")
+        await layer.group_add("g", "tight.a")
+        for _ in range(3):
+            await layer.send_group("g", {"x": 1})
+        stats = await layer.statistics()
+        self.assertEqual(stats["queue_depth"], {"roomy.a": 3, "tight.a": 1})
+        self.assertEqual(stats["group_members_full"], 2)
+
+    async def test_expired_message_dropped_on_receive(self):
+        """A message that expired while queued is dropped (and counted) by the receiver, which waits on."""
+        clock = task.Clock()
+        clock.advance(1000)
+        prefix = unique_prefix()
+        sender = self.layer(prefix=prefix, clock=clock, expiry=5)
+        reader = self.layer(prefix=prefix, clock=clock, expiry=5)
+        await sender.send("stale", {"old": True})
+        await sender.send("stale.p!x", {"old": True})
+        clock.advance(6)
+        blocked = blocked_clients(self.server)
+        d = reader.receive(["stale"])
+        p = reader.receive(["stale.p!"])
+        # Both take their expired message, drop it and block again.
+        await until(lambda: blocked_clients(self.server) == blocked + 2)
+        await sender.send("stale", {"old": False})
+        await sender.send("stale.p!y", {"old": False})
+        self.assertEqual(await d, ("stale", {"old": False}))
+        self.assertEqual(await p, ("stale.p!y", {"old": False}))
+        stats = await reader.statistics()
+        self.assertEqual(stats["messages_expired"], 2)
+        self.assertEqual(stats["messages_dropped"], 2)
+
+    async def test_encryption_and_rotation(self):
+        """Contents are Fernet-encrypted in Redis; the first key encrypts, every key decrypts."""
+        prefix = unique_prefix()
+        old = self.layer(prefix=prefix, symmetric_encryption_keys=["old-secret"])
+        rotated = self.layer(prefix=prefix, symmetric_encryption_keys=["new-secret", "old-secret"])
+        stranger = self.layer(prefix=prefix, symmetric_encryption_keys=["other"])
+        await old.send("secret", {"text": "plaintext-marker"})
+        raw = self.server.command("LRANGE", f"{prefix}:c:secret", 0, -1)
+        self.assertEqual(len(raw), 1)
+        self.assertNotIn(b"plaintext-marker", raw[0])
+        self.assertEqual(await rotated.receive(["secret"]), ("secret", {"text": "plaintext-marker"}))
+        await rotated.send("secret", {"text": "new"})
+        await stranger.send("secret", {"text": "unreadable"})
+        await old.send("secret", {"text": "old again"})
+        self.assertEqual(await rotated.receive(["secret"]), ("secret", {"text": "new"}))
+        self.assertEqual(await rotated.receive(["secret"]), ("secret", {"text": "old again"}))
+        stats = await rotated.statistics()
+        self.assertEqual(stats["messages_undecodable"], 1)
+        self.assertEqual(stats["messages_dropped"], 1)
+
+    async def test_unix_socket(self):
+        """A unix:// host works like a TCP one."""
+        layer = self.layer(hosts=[self.server.unix_url + "?db=1"])
+        await layer.send("over.unix", {"ok": True})
+        self.assertEqual(await layer.receive(["over.unix"]), ("over.unix", {"ok": True}))
+        self.assertEqual(self.server.command("SELECT", 1), "OK")
+
+    async def test_connects_on_first_use(self):
+        """A layer nobody started (a management command, a shell) connects when first used."""
+        layer = RedisChannelLayer(hosts=[("127.0.0.1", self.server.port)], prefix=unique_prefix(),
+                                  reactor=reactor)
+        self.addCleanup(self._stop, layer)
+        self.assertFalse(layer.running)
+        await layer.send("lazy", {"a": 1})
+        self.assertTrue(layer.running)
+        self.assertEqual(await layer.receive(["lazy"]), ("lazy", {"a": 1}))
+
+    async def test_cancelled_receives_free_their_connections(self):
+        """Receives cancelled while blocked end their BLPOP: connections are reused, none pile up."""
+        layer = self.layer()
+        await layer.whenConnected()
+        for i in range(30):
+            d = layer.receive([f"c{i}", "shared"])
+            await until(lambda: blocked_clients(self.server) >= 1)
+            d.cancel()
+            with self.assertRaises(defer.CancelledError):
+                await d
+        await until(lambda: blocked_clients(self.server) == 0)
+        self.assertLessEqual(len(layer._shards[0].blocking), IDLE_BLOCKING)
+        await layer.send("shared", {"still": "here"})
+        self.assertEqual(await layer.receive(["shared"]), ("shared", {"still": "here"}))
+
+    async def test_cancel_after_redis_popped(self):
+        """A receive cancelled after Redis handed it a message puts the message back at the head."""
+        prefix = unique_prefix()
+        reader = self.layer(prefix=prefix)
+        sender = self.layer(prefix=prefix)
+        await sender.send("popped", {"n": 1})
+        await sender.send("popped.other", {"n": 0})
+        d = reader.receive(["popped.wait"])
+        await until(lambda: blocked_clients(self.server) >= 1)
+        (proto,) = [p for p in reader._shards[0].blocking if p.replyQueue.waiting]
+        proto.transport.stopReading()
+        # Move the message to the channel the blocked receive waits on: Redis
+        # pops it for the BLPOP and writes the reply we aren't reading yet.
+        await sender.send("popped.wait", {"n": 2})
+        await until(lambda: blocked_clients(self.server) == 0)
+        d.cancel()
+        with self.assertRaises(defer.CancelledError):
+            await d
+        proto.transport.startReading()
+        await sender.send("popped.wait", {"n": 3})
+        got = [await reader.receive(["popped.wait"]) for _ in range(2)]
+        self.assertEqual(got, [("popped.wait", {"n": 2}), ("popped.wait", {"n": 3})])
+
+    async def test_statistics_shards_and_waiters(self):
+        """statistics() shows each shard's state and the receives waiting."""
+        layer = self.layer()
+        await layer.whenConnected()
+        d = layer.receive(["waiting.one"])
+        stats = await layer.statistics()
+        self.assertEqual(stats["shards"], {f"redis://127.0.0.1:{self.server.port}/0": "up"})
+        self.assertEqual(stats["waiting_receivers"], 1)
+        d.cancel()
+        d.addErrback(lambda f: f.trap(defer.CancelledError))
+
+    def test_bad_config(self):
+        """Bad hosts and numbers are ValueErrors naming the problem."""
+        for hosts in (["http://localhost"], ["redis://"], [("localhost",)], [42], [],
+                      ["redis://localhost:notaport"], ["unix://"]):
+            with self.assertRaises(ValueError, msg=repr(hosts)):
+                RedisChannelLayer(hosts=hosts, reactor=reactor)
+        with self.assertRaises(ValueError):
+            RedisChannelLayer(expiry=0, reactor=reactor)
+        with self.assertRaises(ValueError):
+            RedisChannelLayer(capacity=0, reactor=reactor)
+        with self.assertRaises(ValueError):
+            RedisChannelLayer(symmetric_encryption_keys="one-key", reactor=reactor)
+        with self.assertRaises(TypeError):
+            RedisChannelLayer(unknown_option=1, reactor=reactor)
+
+    def test_url_forms(self):
+        """redis://, rediss://, unix:// URLs and (host, port) tuples are understood."""
+        layer = RedisChannelLayer(hosts=[
+            "redis://:pw@example.com:6380/2", "rediss://user:pw@example.com",
+            "unix:///run/redis.sock?db=3", ("10.0.0.1", 7000)], reactor=reactor)
+        a, b, c, d = layer.hosts
+        self.assertEqual((a.kind, a.host, a.port, a.db, a.password), ("tcp", "example.com", 6380, 2, "pw"))
+        self.assertEqual((b.kind, b.port, b.username, b.password), ("tls", 6379, "user", "pw"))
+        self.assertEqual((c.kind, c.path, c.db), ("unix", "/run/redis.sock", 3))
+        self.assertEqual((d.kind, d.host, d.port), ("tcp", "10.0.0.1", 7000))
+
+    def test_settings_errors_name_the_setting(self):
+        """A bad Redis CONFIG in CHANNEL_LAYERS is an ImproperlyConfigured naming the setting."""
+        from django.core.exceptions import ImproperlyConfigured
+        from django.test import override_settings
+
+        from chanserve.layers import build_channel_layer
+        bad = {"default": {"BACKEND": "asgi_redis.RedisChannelLayer",
+                           "CONFIG": {"hosts": ["mysql://nope"]}, "ROUTING": "x.y"}}
+        with override_settings(CHANNEL_LAYERS=bad):
+            with self.assertRaises(ImproperlyConfigured) as e:
+                build_channel_layer("default", reactor)
+        self.assertIn("CONFIG", str(e.exception))
+        self.assertIn("mysql://nope", str(e.exception))

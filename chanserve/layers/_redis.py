@@ -320,14 +320,20 @@ class _Receive:
         self.pending[shard] = proto
         layer = self.layer
         keys = self.plan[shard]
-        blpop = proto.command("BLPOP", *keys, BLOCK_SECONDS, timeout=BLOCK_SECONDS + 10)
         if len(keys) == 1 and keys[0].endswith("!"):
+            # One write: give back the counts of messages already read, block,
+            # then take whatever else has arrived.
             prefix = self.names[keys[0].encode("ascii")]
             taken = layer._decrements.pop(prefix, [])
-            batch = scripts.POP_BATCH(
-                proto, [keys[0], layer._counts_key(prefix)],
-                [_float(layer.clock.seconds()), BATCH] + taken)
-            d = defer.gatherResults([blpop, batch], consumeErrors=True)
+            ds = []
+            script_keys = [keys[0], layer._counts_key(prefix)]
+            now = _float(layer.clock.seconds())
+            if taken:
+                ds.append(scripts.POP_BATCH(proto, script_keys, [now, 0] + taken))
+            ds.append(proto.command("BLPOP", keys[0], BLOCK_SECONDS, timeout=BLOCK_SECONDS + 10))
+            ds.append(scripts.POP_BATCH(proto, script_keys, [now, BATCH]))
+            d = defer.gatherResults(ds, consumeErrors=True)
+            d.addCallback(lambda replies: replies[-2:])
             d.addErrback(self._batch_failed, prefix, taken)
             d.addCallbacks(self._batched, self._pop_failed, (shard, proto, prefix), None,
                            (shard, proto))
@@ -336,6 +342,7 @@ class _Receive:
             self._turn += 1
             i = self._turn % len(keys)
             keys = keys[i:] + keys[:i]
+        blpop = proto.command("BLPOP", *keys, BLOCK_SECONDS, timeout=BLOCK_SECONDS + 10)
         blpop.addCallbacks(self._popped, self._pop_failed, (shard, proto), None, (shard, proto))
 
     def _batch_failed(self, f, prefix, taken):
@@ -511,6 +518,13 @@ class RedisChannelLayer(service.Service):
                            count=unread)
         self._buffers.clear()
         return defer.DeferredList([s.stop() for s in self._shards], consumeErrors=True)
+
+    def whenConnected(self):
+        """Fire once every shard is connected (at once if they are); for start-up checks and tests."""
+        self._ensure_running()
+        return defer.gatherResults(
+            [s.command_protocol(fail_fast=False) for s in self._shards],
+            consumeErrors=True).addCallback(lambda _: None)
 
     def _ensure_running(self):
         if not self.running:

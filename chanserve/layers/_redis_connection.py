@@ -270,7 +270,7 @@ class RedisAddress:
         if self.kind == "unix":
             return f"unix://{self.path}"
         scheme = "rediss" if self.kind == "tls" else "redis"
-        return f"{scheme}://{self.host}:{self.port}" + (f"/{self.db}" if self.db else "")
+        return f"{scheme}://{self.host}:{self.port}" + (f"/{self.db}" if self.db is not None else "")
 
     __repr__ = __str__
 
