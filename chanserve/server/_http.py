@@ -328,6 +328,8 @@ class HTTPProtocol(protocol.Protocol):
         if end < 0:
             if len(buf) > limit:
                 raise HTTPError(431, "request head too large")
+            if buf.find(b"\n\n") >= 0:
+                raise HTTPError(400, "bare LF line endings")
             return False
         if end > limit:
             raise HTTPError(431, "request head too large")

@@ -319,6 +319,10 @@ class MalformedRequestTests(HTTPTestCase):
         """A bare LF inside the head: 400."""
         self.assertRefused(b"GET / HTTP/1.1\r\nHost: a\nX-B: c\r\n\r\n", 400)
 
+    def test_bare_lf_lines(self):
+        """A head whose lines end in bare LF is refused at once, not left waiting."""
+        self.assertRefused(b"GET / HTTP/1.1\nHost: a\n\n", 400)
+
     def test_control_character(self):
         """A NUL in a header value: 400."""
         self.assertRefused(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x00c\r\n\r\n", 400)
