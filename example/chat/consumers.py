@@ -12,6 +12,7 @@ import json
 
 from chanserve import Channel, Group
 from chanserve.auth import channel_session_user, channel_session_user_from_http
+from chanserve.security import allowed_hosts_only
 from chanserve.sessions import enforce_ordering
 
 from .models import ChatMessage
@@ -36,10 +37,16 @@ def msg_consumer(message):
 
 
 # Connected to websocket.connect on /chat/<room>/
+@allowed_hosts_only
 @enforce_ordering
 @channel_session_user_from_http
 def ws_connect(message, room):
-    """Only logged-in users may join; remember the room and join its group."""
+    """
+    Only logged-in users, on pages of this site, may join; remember the room
+    and join its group. (``allowed_hosts_only`` refuses handshakes whose
+    ``Origin`` is not in ``ALLOWED_HOSTS``: a page on another site could
+    otherwise open a socket with the visitor's cookies.)
+    """
     if not message.user.is_authenticated:
         message.reply_channel.send({"accept": False})
         return

@@ -78,7 +78,7 @@ if os.environ.get("CHANSERVE_LAYER", "inmemory") == "redis":
             "BACKEND": "chanserve.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [os.environ.get("CHANSERVE_REDIS_URL", "redis://127.0.0.1:6379/0")],
-                "prefix": "chanserve-example:",
+                "prefix": "chanserve-example",
             },
             "ROUTING": "example.routing.channel_routing",
         },
