@@ -11,7 +11,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from ..exceptions import ChannelFull
-from ._parsing import HTTPError, check_response_header, parse_chunk_size, parse_head, status_line
+from ._parsing import HTTPError, parse_chunk_size, parse_head, response_header, status_line
 
 # Parser states.
 _HEAD = 0
@@ -25,6 +25,7 @@ _UPGRADED = 7
 _CLOSED = 8
 
 _NO_BODY_STATUS = frozenset([204, 304])
+_FRAMING = frozenset([b"content-length", b"transfer-encoding", b"connection", b"date", b"server"])
 _MAX_CHUNK_LINE = 4096
 
 
@@ -544,21 +545,21 @@ class HTTPProtocol(protocol.Protocol):
         lines = [status_line(status)]
         has_length = has_date = has_server = False
         for header in message.get("headers", ()):
-            name, value = check_response_header(header[0], header[1])
-            lname = name.lower()
-            if lname == b"content-length":
-                has_length = True
-            elif lname == b"transfer-encoding":
-                continue  # framing is ours to choose
-            elif lname == b"connection":
-                if b"close" in value.lower():
-                    self._keep_alive = False
-                continue
-            elif lname == b"date":
-                has_date = True
-            elif lname == b"server":
-                has_server = True
-            lines.append(b"%s: %s\r\n" % (name, value))
+            lname, line = response_header(header[0], header[1])
+            if lname in _FRAMING:
+                if lname == b"content-length":
+                    has_length = True
+                elif lname == b"transfer-encoding":
+                    continue  # framing is ours to choose
+                elif lname == b"connection":
+                    if b"close" in line.lower():
+                        self._keep_alive = False
+                    continue
+                elif lname == b"date":
+                    has_date = True
+                else:
+                    has_server = True
+            lines.append(line)
         no_body = status in _NO_BODY_STATUS or status < 200
         self._write_body = not (no_body or head.method == "HEAD")
         if not has_length and not no_body:

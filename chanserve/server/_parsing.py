@@ -13,6 +13,14 @@ _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 _OTHER_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;.*)?")
 _STATUS_LINES = {}
+_SPECIAL = frozenset([b"content-length", b"transfer-encoding", b"host", b"connection",
+                      b"upgrade", b"expect"])
+# Header lines repeat from request to request (User-Agent, Accept...): their
+# parse is cached, bounded, for lines short enough to be worth it.
+_LINE_CACHE = {}
+_RESPONSE_CACHE = {}
+_CACHE_LIMIT = 4096
+_CACHE_LINE = 256
 
 
 class HTTPError(Exception):
@@ -71,15 +79,24 @@ def parse_head(head):
     expect = None
     if end >= 0:
         match = _FIELD_LINE.fullmatch
+        cache = _LINE_CACHE
         for line in head[end + 2:].split(b"\r\n"):
-            m = match(line)
-            if m is None:
-                raise HTTPError(400, "malformed header field")
-            name = m.group(1).lower()
+            parsed = cache.get(line)
+            if parsed is None:
+                m = match(line)
+                if m is None:
+                    raise HTTPError(400, "malformed header field")
+                parsed = (m.group(1).lower(), m.group(2))
+                if len(line) <= _CACHE_LINE:
+                    if len(cache) >= _CACHE_LIMIT:
+                        cache.clear()
+                    cache[line] = parsed
+            name, value = parsed
             if b"_" in name:
                 continue
-            value = m.group(2)
             headers.append([name, value])
+            if name not in _SPECIAL:
+                continue
             if name == b"content-length":
                 if not value.isdigit() or len(value) > 18:
                     raise HTTPError(400, "malformed Content-Length")
@@ -169,6 +186,25 @@ def status_line(status):
 
 
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def response_header(name, value):
+    """
+    ``(lowercased name, b"Name: value\\r\\n")`` for a response header; ``ValueError`` if unsafe.
+
+    Results are cached: applications send the same few headers over and over.
+    """
+    try:
+        return _RESPONSE_CACHE[(name, value)]
+    except (KeyError, TypeError):
+        pass
+    raw_name, raw_value = check_response_header(name, value)
+    result = (raw_name.lower(), b"%s: %s\r\n" % (raw_name, raw_value))
+    if len(raw_value) <= _CACHE_LINE and type(name) in (str, bytes) and type(value) in (str, bytes):
+        if len(_RESPONSE_CACHE) >= _CACHE_LIMIT:
+            _RESPONSE_CACHE.clear()
+        _RESPONSE_CACHE[(name, value)] = result
+    return result
 
 
 def check_response_header(name, value):

@@ -194,6 +194,14 @@ class ResponseTests(HTTPTestCase):
         self.assertIn(b"Connection: close", transport.value())
         self.assertFalse(transport.connected)
 
+    def test_str_headers(self):
+        """Response header names and values may be str (latin-1) as well as bytes."""
+        _, transport = self.request()
+        self.h.reply(self.h.next("http.request"),
+                     {"status": 201, "headers": [["X-Name", "caf\u00e9"]], "content": b""})
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 201 Created\r\n"))
+        self.assertIn(b"\r\nX-Name: caf\xe9\r\n", transport.value())
+
     def test_header_injection_refused(self):
         """A response header with CR/LF is refused with a 500, not written."""
         _, transport = self.request()
