@@ -282,6 +282,7 @@ class LimitTests(WebSocketTestCase):
         self.h.reactor.advance(3)
         self.assertFalse(transport.connected)
         self.assertEqual(self.h.next("websocket.disconnect")["code"], 1006)
+        self.assertServed()
 
     def test_pong_keeps_alive(self):
         """A peer answering pings stays connected."""
@@ -305,6 +306,7 @@ class LimitTests(WebSocketTestCase):
             elif frames and frames[-1][0] == 8:
                 break
         self.assertEqual(struct.unpack("!H", frames[-1][1][:2])[0], 1000)
+        self.assertServed()
 
 
 class ConnectFullTests(WebSocketTestCase):
@@ -358,3 +360,15 @@ class AccessLogTests(WebSocketTestCase):
         self.assertIn('"WSCONNECT /ws/" - - -', lines[0])
         self.assertIn('"WSDISCONNECT /ws/" 1000 - 2.000', lines[1])
         self.assertIn('"WSREJECT /no/" 403', lines[2])
+
+
+class ProxyTests(WebSocketTestCase):
+    """Proxy headers and the root path apply to WebSockets too."""
+
+    options = {"ping_interval": 0, "proxy_headers": True, "trusted_proxies": ["10.0.0.0/8"]}
+
+    def test_forwarded(self):
+        """``client`` and ``scheme`` (wss) come from the trusted proxy's headers."""
+        _, _, connect = self.handshake(
+            extra=b"X-Forwarded-For: 5.6.7.8\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n")
+        self.assertEqual((connect["client"], connect["scheme"]), (["5.6.7.8", 443], "wss"))
