@@ -51,13 +51,16 @@ workloads=("$@")
 [ ${#workloads[@]} -eq 0 ] && workloads=(layer ws http redis)
 echo "== $(date -u +%FT%TZ) $(nproc) cpus, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# BENCH_ROUNDS=N overrides each workload's number of rounds (1 for a smoke run).
+extra=()
+[ -n "${BENCH_ROUNDS:-}" ] && extra=(--rounds "$BENCH_ROUNDS")
 status=0
 for w in "${workloads[@]}"; do
     case "$w" in
-        layer) "$PY" "$HERE/layer.py" || status=1 ;;
-        ws)    "$PY" "$HERE/ws.py" || status=1 ;;
-        http)  need_wrk; "$PY" "$HERE/http_bench.py" || status=1 ;;
-        redis) "$PY" "$HERE/redis_bench.py" || status=1 ;;
+        layer) "$PY" "$HERE/layer.py" "${extra[@]}" || status=1 ;;
+        ws)    "$PY" "$HERE/ws.py" "${extra[@]}" || status=1 ;;
+        http)  need_wrk; "$PY" "$HERE/http_bench.py" "${extra[@]}" || status=1 ;;
+        redis) "$PY" "$HERE/redis_bench.py" "${extra[@]}" || status=1 ;;
         *) echo "unknown workload $w (layer, ws, http, redis)" >&2; status=2 ;;
     esac
 done

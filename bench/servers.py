@@ -10,7 +10,7 @@ import time
 
 import _common as c
 
-SITE = os.path.join(c.BENCH, "site")
+SITE = os.path.join(c.BENCH, "djsite")
 PEERS_DIR = os.path.join(c.BENCH, "peers")
 NOFILE = 20000
 
