@@ -6,4 +6,7 @@ def ws_connect(message):
 
 @enforce_ordering
 def ws_message(message):
-    message.reply_channel.send({"text": "%d" % message.content['order']})
+    # Each message sees every earlier one: they run strictly in order.
+    seen = message.channel_session.get("seen", []) + [message.content['order']]
+    message.channel_session["seen"] = seen
+    message.reply_channel.send({"text": " ".join(map(str, seen))})
