@@ -29,7 +29,34 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["SystemdNotifier", "notify_socket_address", "readiness", "watchdog_interval"]
+__all__ = ["SystemdNotifier", "add_notifier", "notify_socket_address", "readiness",
+           "watchdog_interval"]
+
+
+def add_notifier(parent, reactor, layer=None, environ=None):
+    """
+    Under systemd (``$NOTIFY_SOCKET`` set), add a ``SystemdNotifier`` as the
+    last child of ``parent``; returns it, or None when not under systemd.
+
+    Ready means: every child's ``listening`` Deferred (the interface server)
+    has fired, and ``layer.whenConnected()`` (the Redis layer) has fired.
+    Being last, the notifier is stopped first, so ``STOPPING=1`` goes out
+    as soon as shutdown begins.
+    """
+    environ = os.environ if environ is None else environ
+    if notify_socket_address(environ) is None:
+        return None
+
+    def ready():
+        waits = [getattr(child, "listening", None) for child in parent]
+        when_connected = getattr(layer, "whenConnected", None)
+        if when_connected is not None:
+            waits.append(when_connected())
+        return readiness(*waits)
+
+    notifier = SystemdNotifier(reactor, environ, ready=ready)
+    notifier.setServiceParent(parent)
+    return notifier
 
 
 def readiness(*deferreds):

@@ -9,6 +9,7 @@ systemd: they hold a listening TCP socket, start ``twistd -n chanserve
 """
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,7 +22,8 @@ from twisted.web.client import Agent, readBody
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from chanserve.systemd import SystemdNotifier, notify_socket_address, readiness, watchdog_interval
+from chanserve.systemd import (
+    SystemdNotifier, add_notifier, notify_socket_address, readiness, watchdog_interval)
 
 
 class FakeNotifySocket:
@@ -322,7 +324,7 @@ class TwistdProcess(protocol.ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason):
-        self.ended.callback(reason)
+        self.ended.callback(reason.value)
 
     def text(self):
         return b"".join(self.output).decode("utf-8", "replace")
@@ -339,9 +341,11 @@ class SocketActivationTests(unittest.TestCase):
         self.port = self.listener.getsockname()[1]
         directory = tempfile.mkdtemp(prefix="chanserve-systemd-")
         self.addCleanup(shutil.rmtree, directory, True)
-        self.notify_path = os.path.join(directory, "notify")
+        # An abstract-namespace socket, named "@..." in NOTIFY_SOCKET as systemd does.
+        name = f"chanserve-test-notify-{os.getpid()}-{secrets.token_hex(4)}"
+        self.notify_path = "@" + name
         self.notifications = NotifyReceiver()
-        port = reactor.listenUNIXDatagram(self.notify_path, self.notifications)
+        port = reactor.listenUNIXDatagram(b"\0" + name.encode(), self.notifications)
         self.addCleanup(port.stopListening)
         self.database = os.path.join(directory, "db.sqlite3")
 
@@ -376,10 +380,15 @@ class SocketActivationTests(unittest.TestCase):
         self.addCleanup(cleanup)
         return child
 
+    @defer.inlineCallbacks
     def stop(self, child):
-        """SIGTERM, as ``systemctl stop`` does; fires when the process is gone."""
+        """SIGTERM, as ``systemctl stop`` does; fires when the process is gone, checking it ended cleanly."""
         child.transport.signalProcess("TERM")
-        return child.ended.addTimeout(TIMEOUT, reactor)
+        reason = yield child.ended.addTimeout(TIMEOUT, reactor)
+        # twistd ends by re-raising the signal it stopped on: systemd counts
+        # both exit status 0 and death by SIGTERM as a clean stop.
+        self.assertIn((reason.exitCode, reason.signal), [(0, None), (None, signal.SIGTERM)],
+                      child.text())
 
     def get(self):
         """GET / through the socket we hold; fires with the body."""
@@ -487,3 +496,54 @@ class ContribUnitsTests(unittest.TestCase):
             ["systemd-analyze", "verify", "chanserve.socket", "chanserve.service"],
             cwd=directory, capture_output=True, text=True, timeout=60)
         self.assertEqual((result.returncode, result.stdout + result.stderr), (0, ""))
+
+
+class AddNotifierTests(unittest.SynchronousTestCase):
+    """``add_notifier``: how ``make_chanserve_service`` joins the notifier to its services."""
+
+    def setUp(self):
+        self.systemd = FakeNotifySocket(self)
+        self.clock = ThreadCallClock()
+        self.environ = {"NOTIFY_SOCKET": self.systemd.name}
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+
+    def tree(self):
+        """A MultiService with a layer-like and a server-like child (``listening`` Deferred)."""
+        top = service.MultiService()
+        layer = service.Service()
+        layer.connected = defer.Deferred()
+        layer.whenConnected = lambda: layer.connected
+        layer.setServiceParent(top)
+        server = service.Service()
+        server.listening = defer.Deferred()
+        server.setServiceParent(top)
+        self.addCleanup(lambda: top.running and top.stopService())
+        return top, layer, server
+
+    def test_not_under_systemd(self):
+        """Without ``NOTIFY_SOCKET`` nothing is added."""
+        top, layer, server = self.tree()
+        self.assertIsNone(add_notifier(top, self.clock, layer, environ={}))
+        self.assertEqual(list(top), [layer, server])
+
+    def test_ready_when_listening_and_connected(self):
+        """READY=1 waits for both the server's ``listening`` and the layer's ``whenConnected``."""
+        top, layer, server = self.tree()
+        notifier = add_notifier(top, self.clock, layer, environ=self.environ)
+        self.assertEqual(list(top), [layer, server, notifier])
+        top.startService()
+        server.listening.callback(None)
+        self.assertEqual(self.systemd.received(), [])
+        layer.connected.callback(None)
+        self.assertEqual(self.systemd.received(), ["READY=1\nSTATUS=Serving"])
+        top.stopService()
+        self.assertEqual(self.systemd.received(), ["STOPPING=1\nSTATUS=Stopping"])
+
+    def test_layer_without_when_connected(self):
+        """An in-memory layer (no ``whenConnected``) is ready at once: only listening counts."""
+        top, layer, server = self.tree()
+        del layer.whenConnected
+        add_notifier(top, self.clock, layer, environ=self.environ)
+        top.startService()
+        server.listening.callback(None)
+        self.assertEqual(self.systemd.received(), ["READY=1\nSTATUS=Serving"])
