@@ -7,6 +7,8 @@ Both sides run the same scenarios (bench/peers/layer_channels.py is the
 Channels 4 side), each in its own process, in interleaved rounds, so that
 noise from the rest of the machine hits both alike:
 
+direct    one loop sends a message and receives it back (the receiver never
+          waits): the layers' own cost per message, least framework around it
 stream    one sender loop, one receiver loop, one channel; the sender yields
           to the event loop every 50 messages (and whenever the channel is full)
 trickle   like stream, but the sender yields after every message, as a sender
@@ -30,7 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-SCENARIOS = ("stream", "trickle", "pingpong", "reply", "group", "http")
+SCENARIOS = ("direct", "stream", "trickle", "pingpong", "reply", "group", "http")
 BATCH = 50
 
 
@@ -69,6 +71,7 @@ def http_message():
 
 def counts(scale):
     return {
+        "direct": int(20000 * scale),
         "stream": int(20000 * scale),
         "trickle": int(10000 * scale),
         "pingpong": int(10000 * scale),
@@ -122,6 +125,16 @@ def chanserve_side(args):
             r = defer.Deferred.fromCoroutine(receiver())
             s = defer.Deferred.fromCoroutine(sender())
             await defer.gatherResults([r, s])
+            dt = time.perf_counter() - t0
+            layer.stopService()
+            return total / dt
+
+        async def direct(msg, total):
+            layer = new_layer()
+            t0 = time.perf_counter()
+            for _ in range(total):
+                await layer.send("bench.direct", msg)
+                await layer.receive(["bench.direct"])
             dt = time.perf_counter() - t0
             layer.stopService()
             return total / dt
@@ -194,7 +207,9 @@ def chanserve_side(args):
         async def main():
             out = {}
             for name in args.scenarios:
-                if name == "stream":
+                if name == "direct":
+                    out[name] = await direct(ws_message(), n["direct"])
+                elif name == "stream":
                     out[name] = await stream(ws_message(), n["stream"])
                 elif name == "trickle":
                     out[name] = await stream(ws_message(), n["trickle"], 1)

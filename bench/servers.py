@@ -62,7 +62,7 @@ def _twistd():
 class Server:
     """One server process (group) on a free port; a context manager."""
 
-    def __init__(self, name, port=None, settings=None, extra_env=None, log_dir=None):
+    def __init__(self, name, port=None, settings=None, extra_env=None, log_dir=None, extra_args=()):
         if name not in SERVERS:
             raise ValueError(f"unknown server {name!r}")
         self.name = name
@@ -70,13 +70,15 @@ class Server:
         self.procs = []
         self.extra_env = extra_env or {}
         self.settings = settings
+        self.extra_args = list(extra_args)
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="chanserve-bench-")
         self.logs = []
 
     # -- commands ------------------------------------------------------------
 
     def _chanserve_cmd(self, settings, *extra):
-        return _twistd() + ["--pidfile=", "-n", "chanserve", "--settings", settings] + list(extra)
+        return (_twistd() + ["--pidfile=", "-n", "chanserve", "--settings", settings] + list(extra)
+                + self.extra_args)
 
     def commands(self):
         """[(argv, env)] for every process of this server."""

@@ -34,12 +34,14 @@ PAYLOAD = b"hello, echo! 0123456789abcdefghij"
 
 
 async def echo(port, conns=50, warmup=1.0, duration=5.0, server=None):
-    state = {"phase": 0, "count": 0}
+    state = {"phase": 0, "count": 0, "bad": 0}
     lat = []
     perf = time.perf_counter
 
     def on_message(ws, payload):
         now = perf()
+        if payload != PAYLOAD:
+            state["bad"] += 1
         phase = state["phase"]
         if phase == 1:
             lat.append(now - ws.t0)
@@ -73,6 +75,7 @@ async def echo(port, conns=50, warmup=1.0, duration=5.0, server=None):
         "server_cpu_ms_per_1k": 1e6 * cpu / n if n else float("nan"),
         "client_cpu_pct": 100 * ccpu / elapsed,
         "round_trips": n,
+        "wrong_payloads": state["bad"],
     }
 
 

@@ -46,6 +46,15 @@ async def stream(msg, total, batch=BATCH):
     return total / (time.perf_counter() - t0)
 
 
+async def direct(msg, total):
+    layer = InMemoryChannelLayer()
+    t0 = time.perf_counter()
+    for _ in range(total):
+        await layer.send("bench.direct", msg)
+        await layer.receive("bench.direct")
+    return total / (time.perf_counter() - t0)
+
+
 async def pingpong(msg, total):
     layer = InMemoryChannelLayer()
 
@@ -106,7 +115,9 @@ async def main(args):
     n = counts(args.scale)
     out = {}
     for name in args.scenarios:
-        if name == "stream":
+        if name == "direct":
+            out[name] = await direct(ws_message(), n["direct"])
+        elif name == "stream":
             out[name] = await stream(ws_message(), n["stream"])
         elif name == "trickle":
             out[name] = await stream(ws_message(), n["trickle"], 1)
