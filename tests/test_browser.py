@@ -65,9 +65,6 @@ class BrowserChatTests(unittest.SynchronousTestCase):
         self.driver = start_chromium(self)
         self.wait = WebDriverWait(self.driver, TIMEOUT)
 
-    def fail_with_context(self, message):
-        self.fail(f"{message}\n--- browser console ---\n{self.driver.get_log('browser')}"
-                  f"\n--- twistd log ---\n{self.server.log()}")
 
     def wait_online(self):
         """Wait until the room page's WebSocket is open."""

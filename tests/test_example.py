@@ -55,7 +55,10 @@ def manage(database, *args):
 class ExampleServer:
     """The example project under ``twistd chanserve``, on a fresh database, for one test."""
 
-    def __init__(self, testcase, extra_args=()):
+    def __init__(self, testcase, extra_args=(), environ=None):
+        self.testcase = testcase
+        self.environ = dict(environ or {})
+        self.workers = []
         self.directory = tempfile.mkdtemp(prefix="chanserve-example-")
         testcase.addCleanup(shutil.rmtree, self.directory, True)
         self.database = os.path.join(self.directory, "db.sqlite3")
@@ -81,23 +84,46 @@ class ExampleServer:
             self.process = subprocess.Popen(
                 args, cwd=EXAMPLE, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT,
-                env=example_environ(self.database, LISTEN_FDS="1", LISTEN_FDNAMES="http"))
+                env=example_environ(self.database, LISTEN_FDS="1", LISTEN_FDNAMES="http",
+                                    **self.environ))
         testcase.addCleanup(self.stop)
 
+    def start_worker(self):
+        """Start a ``twistd chanserve --worker-only`` process on the same project and database."""
+        log = open(os.path.join(self.directory, f"worker{len(self.workers)}.log"), "wb")
+        self.testcase.addCleanup(log.close)
+        worker = subprocess.Popen(
+            [os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "chanserve",
+             "--settings", "example.settings", "--worker-only"],
+            cwd=EXAMPLE, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=example_environ(self.database, **self.environ))
+        self.workers.append(worker)
+        self.testcase.addCleanup(_stop_process, worker)
+        return worker
+
     def log(self):
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        """The interface (or all-in-one) process's log, then the workers' logs."""
+        text = []
+        for name in sorted(os.listdir(self.directory)):
+            if name.endswith(".log"):
+                with open(os.path.join(self.directory, name), encoding="utf-8", errors="replace") as f:
+                    text.append(f"--- {name} ---\n{f.read()}")
+        return "\n".join(text)
 
     def stop(self):
         """SIGTERM and wait (SIGKILL if it will not go); the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(TIMEOUT)
-        return self.process.returncode
+        return _stop_process(self.process)
+
+
+def _stop_process(process):
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(TIMEOUT)
+    return process.returncode
 
 
 class Browser:
@@ -148,8 +174,6 @@ class ExampleChatTests(unittest.SynchronousTestCase):
         self.server = ExampleServer(self)
         self.room = "room-" + secrets.token_hex(3)
 
-    def fail_with_log(self, message):
-        self.fail(f"{message}\n--- twistd log ---\n{self.server.log()}")
 
     def test_login_chat_and_history(self):
         """
@@ -257,6 +281,37 @@ class ExampleChatTests(unittest.SynchronousTestCase):
         self.addCleanup(ws.close)
         self.assertIn(self.server.stop(), (0, -signal.SIGTERM), self.server.log())
         self.assertNotIn("Traceback", self.server.log())
+
+
+class ExampleOverRedisTests(unittest.SynchronousTestCase):
+    """
+    The example as ``make run-redis`` runs it: an interface server
+    (``--noworker``) and two workers (``--worker-only``) joined by Redis.
+    """
+
+    def setUp(self):
+        from tests.redis_server import RedisServer
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.stop)
+        self.server = ExampleServer(
+            self, extra_args=["--noworker"],
+            environ={"CHANSERVE_LAYER": "redis", "CHANSERVE_REDIS_URL": self.redis.url})
+        self.server.start_worker()
+        self.server.start_worker()
+
+    def test_login_and_chat(self):
+        """Login (Django views run by a worker) and a chat between two sockets work across processes."""
+        browser = Browser(self.server)
+        url, status, page = browser.login(next_path="/chat/redis/")
+        self.assertEqual((url, status), (f"{self.server.url}/chat/redis/", 200), self.server.log())
+        sockets = [browser.websocket("/chat/redis/") for _ in range(2)]
+        for ws in sockets:
+            self.addCleanup(ws.close)
+        sockets[1].send("across processes")
+        for ws in sockets:
+            self.assertEqual(json.loads(ws.recv())["message"], "across processes")
+        _, _, page = browser.get("/chat/redis/")
+        self.assertEqual([m["message"] for m in history(page)], ["across processes"])
 
 
 class ExampleProjectTests(unittest.SynchronousTestCase):
