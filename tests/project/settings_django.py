@@ -16,3 +16,9 @@ INSTALLED_APPS = [
 ] + ["django.contrib.staticfiles", "chanserve"]
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [os.path.join(BASE_DIR, "django_static")]
+
+# runserver's autoreload test: a module outside the checkout to touch.
+if os.environ.get("CHANSERVE_DJANGO_WATCH"):
+    import importlib
+
+    importlib.import_module(os.environ["CHANSERVE_DJANGO_WATCH"])

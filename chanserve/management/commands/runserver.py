@@ -4,7 +4,6 @@ workers in one process, restarted by Django's autoreloader, serving static
 files in DEBUG like Django's own runserver.
 """
 
-import errno
 import os
 import sys
 from datetime import datetime
@@ -84,9 +83,13 @@ class Command(DjangoRunserverCommand):
             if listening is None:
                 return
             listening.addCallbacks(bound, failed, callbackArgs=(server,))
+            listening.addErrback(lambda f: self.stderr.write(f"Error: {f.getTraceback()}"))
 
         def bound(_, server):
             ports = getattr(server, "listening_ports", None) or []
+            if getattr(service, "failed", False) or not ports:
+                # The service reported the listen error and stops the reactor.
+                return
             addresses = [p.getHost() for p in ports]
             where = ", ".join(
                 f"{self.protocol}://{_host(a.host)}:{a.port}/" for a in addresses
@@ -102,23 +105,22 @@ class Command(DjangoRunserverCommand):
             self.stdout.flush()
 
         def failed(f):
-            error = f.value
-            messages = {
-                errno.EACCES: "You don't have permission to access that port.",
-                errno.EADDRINUSE: "That port is already in use.",
-                errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
-            }
-            code = getattr(getattr(error, "socketError", None), "errno", None) or getattr(
-                error, "errno", None)
-            self.stderr.write(f"Error: {messages.get(code, error)}")
-            self.stderr.flush()
-            # Like Django's runserver: sys.exit would not end the process from a thread.
-            os._exit(1)
+            # Normally the service reports listen errors itself (and stops).
+            self.stderr.write(f"Error: {f.getErrorMessage()}")
+            service.failed = True
+            reactor.stop()
 
         try:
             _run.run_reactor(reactor, service, on_started=started)
         except KeyboardInterrupt:
             sys.exit(0)
+        if getattr(service, "failed", False):
+            self.stderr.write(f"Error: could not listen on {self.endpoint()}.")
+            self.stderr.flush()
+            self.stdout.flush()
+            # Like Django's runserver: sys.exit would not end the process
+            # from the autoreloader's thread.
+            os._exit(1)
 
 
 def _host(host):
@@ -126,7 +128,7 @@ def _host(host):
 
 
 def _layer_description(options):
-    from ..layers import layer_settings
+    from ...layers import layer_settings
     try:
         conf = layer_settings("default")
     except Exception:
