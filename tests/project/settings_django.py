@@ -22,3 +22,14 @@ if os.environ.get("CHANSERVE_DJANGO_WATCH"):
     import importlib
 
     importlib.import_module(os.environ["CHANSERVE_DJANGO_WATCH"])
+
+# runworker tests: a Redis layer shared by runserver --noworker and runworker.
+if os.environ.get("CHANSERVE_DJANGO_REDIS"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "chanserve.layers.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["CHANSERVE_DJANGO_REDIS"]],
+                       "prefix": os.environ.get("CHANSERVE_DJANGO_REDIS_PREFIX", "chanserve-django")},
+            "ROUTING": "tests.project.routing.channel_routing",
+        },
+    }
