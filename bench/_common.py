@@ -105,3 +105,17 @@ def fmt_load(load):
     return (f"machine: {load['cpus']} cpus, loadavg {load['loadavg_start'][0]} -> "
             f"{load['loadavg_end'][0]} (1 min), whole-machine CPU busy {load['cpu_busy_pct']}% "
             f"during the run")
+
+
+def print_targets(targets):
+    """targets: [(label, value, "ge"|"le", threshold, unit)]; prints met/MISSED lines."""
+    if not targets:
+        return
+    print("\n-- targets")
+    for label, value, op, threshold, unit in targets:
+        if value != value:  # nan: a side failed
+            print(f"   ?       {label}: no figure")
+            continue
+        met = value >= threshold if op == "ge" else value <= threshold
+        sign = ">=" if op == "ge" else "<="
+        print(f"   {'met   ' if met else 'MISSED'}  {label}: {value:.2f}{unit} (target {sign} {threshold}{unit})")

@@ -176,6 +176,33 @@ def _med(runs, key):
     return c.median(vals) if vals else float("nan")
 
 
+def _r(results, a, b, what, key="rps"):
+    ra, rb = results.get(a, {}).get(what), results.get(b, {}).get(what)
+    if not ra or not rb:
+        return float("nan")
+    return _med(ra, key) / _med(rb, key)
+
+
+def http_targets(results, only):
+    t = []
+    if "hello" in only:
+        best = max((s for s in ("daphne", "uvicorn") if results.get(s, {}).get("hello")),
+                   key=lambda s: _med(results[s]["hello"], "rps"), default=None)
+        if best:
+            t.append((f"hello req/s, chanserve / the better of Daphne and uvicorn ({best})",
+                      _r(results, "chanserve", best, "hello"), "ge", 1.5, "x"))
+        t.append(("hello req/s, chanserve / gunicorn", _r(results, "chanserve", "gunicorn", "hello"),
+                  "ge", 0.8, "x"))
+    if "upload" in only:
+        for s in ("daphne", "uvicorn"):
+            t.append((f"upload req/s, chanserve / {s}", _r(results, "chanserve", s, "upload"), "ge", 1.0, "x"))
+        cs = results.get("chanserve", {}).get("upload")
+        if cs:
+            t.append(("upload: chanserve RSS peak - before (flat memory)",
+                      _med(cs, "rss_peak_mib") - _med(cs, "rss_before_mib"), "le", 32.0, " MiB"))
+    return t
+
+
 def report(results, sides, only, loadinfo, args):
     print(f"\n== http: Django through each server (median of rounds)\n   command: {' '.join(sys.argv)}")
     cs = results.get("chanserve", {})
@@ -209,6 +236,7 @@ def report(results, sides, only, loadinfo, args):
                          f"{_med(r, 'rss_after_mib'):.0f}", sum(x["errors"] + x["non2xx"] for x in r), ratio])
         c.print_table(["server", "req/s", "p99 ms", "RSS before MiB", "RSS peak MiB", "RSS after MiB",
                        "errors", "chanserve / this"], rows)
+    c.print_targets(http_targets(results, only))
     print(c.fmt_load(loadinfo))
     path = c.save("http", {"results": results, "load": loadinfo, "argv": sys.argv})
     print(f"(saved {os.path.relpath(path, c.ROOT)})")

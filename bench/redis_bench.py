@@ -151,6 +151,18 @@ def main():
             rows.append([s, f"{ws._med(r, 'all_median_ms'):.1f}", f"{ws._med(r, 'p50_ms'):.1f}",
                          f"{ws._med(r, 'p99_ms'):.1f}", sum(x["lost"] for x in r), ratio])
         c.print_table(["server", "all have it ms", "p50 ms", "p99 ms", "lost", "chanserve p99 / this"], rows)
+    t = []
+    if "echo" in only:
+        t.append(("echo over Redis round trips/s, chanserve / channels_redis",
+                  ws._r(results, base, "daphne-redis", "echo", "rps"), "ge", 2.0, "x"))
+    if "fanout" in only:
+        t.append(("fan-out over Redis p99, chanserve / channels_redis",
+                  ws._r(results, base, "daphne-redis", "fanout", "p99_ms"), "le", 0.5, "x"))
+        for s in sides:
+            if results[s]["fanout"]:
+                t.append((f"fan-out over Redis lost deliveries, {s}",
+                          float(sum(x["lost"] for x in results[s]["fanout"])), "le", 0, ""))
+    c.print_targets(t)
     print(c.fmt_load(loadinfo))
     path = c.save("redis", {"results": results, "load": loadinfo, "argv": sys.argv})
     print(f"(saved {os.path.relpath(path, c.ROOT)})")

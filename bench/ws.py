@@ -260,9 +260,34 @@ def report(results, sides, only, loadinfo):
                          _ratio(results, base, s, "idle", "kib_per_socket")])
         c.print_table(["server", "KiB/socket", "RSS before MiB", "RSS after MiB", "echoed", "chanserve / this"],
                       rows)
+    c.print_targets(ws_targets(results, only))
     print(c.fmt_load(loadinfo))
     path = c.save("ws", {"results": results, "load": loadinfo, "argv": sys.argv})
     print(f"(saved {os.path.relpath(path, c.ROOT)})")
+
+
+def _r(results, a, b, what, key):
+    ra, rb = results.get(a, {}).get(what), results.get(b, {}).get(what)
+    if not ra or not rb:
+        return float("nan")
+    return _med(ra, key) / _med(rb, key)
+
+
+def ws_targets(results, only):
+    t = []
+    if "echo" in only:
+        t.append(("echo round trips/s, chanserve / Daphne", _r(results, "chanserve", "daphne", "echo", "rps"),
+                  "ge", 2.0, "x"))
+        for u in ("uvicorn", "uvicorn-fast"):
+            t.append((f"echo round trips/s, chanserve / {u}", _r(results, "chanserve", u, "echo", "rps"),
+                      "ge", 1.0, "x"))
+    if "fanout" in only:
+        t.append(("fan-out p99, chanserve / Daphne", _r(results, "chanserve", "daphne", "fanout", "p99_ms"),
+                  "le", 0.25, "x"))
+    if "idle" in only:
+        t.append(("idle KiB per socket, chanserve / Daphne",
+                  _r(results, "chanserve", "daphne", "idle", "kib_per_socket"), "le", 0.5, "x"))
+    return t
 
 
 def _ratio(results, base, side, what, key):
