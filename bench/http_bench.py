@@ -107,10 +107,11 @@ def run_side(side, only, args, log_dir, lua):
         if "hello" in only:
             check(base + "/hello/", expect=b"Hello, world!")
             wrk(base + "/hello/", args.conns, 2)  # warm-up
-            cpu0 = srv.cpu_seconds()
+            cpu0, cs0 = srv.cpu_seconds(), srv.ctx_switches()
             r = wrk(base + "/hello/", args.conns, args.seconds)
-            cpu = srv.cpu_seconds() - cpu0
+            cpu, cs = srv.cpu_seconds() - cpu0, srv.ctx_switches() - cs0
             r["server_cpu_ms_per_req"] = 1000 * cpu / r["requests"] if r["requests"] else float("nan")
+            r["server_ctx_switches_per_req"] = cs / r["requests"] if r["requests"] else float("nan")
             out["hello"] = r
         if "upload" in only:
             check(base + "/upload/", data=b"a" * 1048576, expect=b"1048576")
@@ -212,15 +213,15 @@ def report(results, sides, only, loadinfo, args):
         for s in sides:
             r = results[s]["hello"]
             if not r:
-                rows.append([s, "failed"] + [""] * 5)
+                rows.append([s, "failed"] + [""] * 6)
                 continue
             ratio = (f"{_med(cs['hello'], 'rps') / _med(r, 'rps'):.2f}x"
                      if cs and cs["hello"] and s != "chanserve" else "")
             rows.append([s, f"{_med(r, 'rps'):,.0f}", f"{_med(r, 'p50_ms'):.1f}", f"{_med(r, 'p99_ms'):.1f}",
-                         f"{_med(r, 'server_cpu_ms_per_req'):.2f}",
+                         f"{_med(r, 'server_cpu_ms_per_req'):.2f}", f"{_med(r, 'server_ctx_switches_per_req'):.1f}",
                          sum(x["errors"] + x["non2xx"] for x in r), ratio])
-        c.print_table(["server", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors", "chanserve / this"],
-                      rows)
+        c.print_table(["server", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "ctx switches/req", "errors",
+                       "chanserve / this"], rows)
     if "upload" in only:
         print(f"\n-- upload: POST 1 MiB bodies, {args.upload_conns} connections, {args.seconds}s")
         rows = []

@@ -199,6 +199,9 @@ class Server:
         """Resident memory of the server's processes, in bytes."""
         return sum(rss_of(pid) for pid in self.pids())
 
+    def ctx_switches(self):
+        return ctx_switches(self.pids())
+
     def cpu_seconds(self):
         total = 0.0
         tick = os.sysconf("SC_CLK_TCK")
@@ -210,6 +213,25 @@ class Server:
             except (OSError, IndexError):
                 pass
         return total
+
+
+def ctx_switches(pids):
+    """Context switches (voluntary + involuntary) of every thread of ``pids``."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+    return total
 
 
 def _children(pid):
