@@ -111,10 +111,19 @@ class RedisServer:
             self.process.stdout.close()
             self.process = None
 
+    def pause(self):
+        """Freeze the server (SIGSTOP): connections stay open but nothing answers, like a network cut."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        """Unfreeze a paused server (SIGCONT)."""
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self):
         """Stop the server and remove its directory."""
         if self.process is not None:
             if self.process.poll() is None:
+                self.process.send_signal(signal.SIGCONT)
                 self.process.terminate()
                 try:
                     self.process.wait(10)

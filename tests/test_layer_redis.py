@@ -341,3 +341,213 @@ class RedisLayerTests(RedisLayerCase):
                 build_channel_layer("default", reactor)
         self.assertIn("CONFIG", str(e.exception))
         self.assertIn("mysql://nope", str(e.exception))
+
+
+class RedisShardingTests(RedisLayerCase):
+    """Channels and groups sharded over two real redis-servers by a stable hash of their names."""
+
+    def setUp(self):
+        self.servers = [shared_server(0), shared_server(1)]
+        self.hosts = [s.url for s in self.servers]
+
+    def keys_on(self, server, layer):
+        return {k.decode()[len(layer.prefix) + 1:] for k in server.command("KEYS", f"{layer.prefix}:*")}
+
+    async def test_channels_spread_over_shards(self):
+        """Channels land on both servers, each on exactly one, and one receive spans both."""
+        prefix = unique_prefix()
+        a = self.layer(hosts=self.hosts, prefix=prefix)
+        b = self.layer(hosts=self.hosts, prefix=prefix)
+        names = [f"spread.{i}" for i in range(40)]
+        for i, name in enumerate(names):
+            await a.send(name, {"i": i})
+        first, second = (self.keys_on(s, a) for s in self.servers)
+        self.assertTrue(first and second)
+        self.assertEqual(first & second, set())
+        self.assertEqual(first | second, {f"c:{n}" for n in names})
+        got = {}
+        for _ in names:
+            channel, message = await b.receive(names)
+            got[channel] = message["i"]
+        self.assertEqual(got, {n: i for i, n in enumerate(names)})
+
+    async def test_process_prefix_on_one_shard(self):
+        """All channels of one process prefix live on one server, whatever follows the `!`."""
+        layer = self.layer(hosts=self.hosts)
+        for i in range(30):
+            await layer.send(f"iface.one!{i}", {"i": i})
+        holders = [s for s in self.servers if self.keys_on(s, layer)]
+        self.assertEqual(len(holders), 1)
+        got = [(await layer.receive(["iface.one!"]))[1]["i"] for _ in range(30)]
+        self.assertEqual(got, list(range(30)))
+
+    async def test_same_shard_in_every_process(self):
+        """Another process (a new layer) maps every channel and group to the same server."""
+        a = self.layer(hosts=self.hosts)
+        b = self.layer(hosts=list(reversed(self.hosts)))
+        c = self.layer(hosts=self.hosts)
+        for name in ["x", "http.request", "iface.a!b", "group.name", "y" * 90]:
+            self.assertEqual(str(a._shard(name).address), str(c._shard(name).address))
+            self.assertIsNot(a._shard(name), c._shard(name))
+        self.assertTrue(any(str(a._shard(n).address) != str(b._shard(n).address)
+                            for n in (f"n{i}" for i in range(20))))
+
+    async def test_group_across_shards(self):
+        """A group's members on both servers all get a group send, in O(1) scripts per server."""
+        prefix = unique_prefix()
+        layer = self.layer(hosts=self.hosts, prefix=prefix)
+        reader = self.layer(hosts=self.hosts, prefix=prefix)
+        members = [f"member.{i}" for i in range(100)] + [f"iface.{i}!x" for i in range(20)]
+        for name in members:
+            await layer.group_add("wide", name)
+        before = [round_trips(s) for s in self.servers]
+        await layer.send_group("wide", {"text": "everyone"})
+        after = [round_trips(s) for s in self.servers]
+        self.assertEqual(sum(after) - sum(before), 3)  # members read + one push per server
+        for name in members:
+            key = name if "!" not in name else name[:name.index("!") + 1]
+            self.assertEqual(await reader.receive([key]), (name, {"text": "everyone"}))
+        stats = await layer.statistics()
+        self.assertEqual(stats["messages_sent"], 120)
+
+    async def test_cancel_receive_spanning_shards(self):
+        """A receive over both servers takes one message; the other server's BLPOP ends, nothing is lost."""
+        prefix = unique_prefix()
+        layer = self.layer(hosts=self.hosts, prefix=prefix)
+        sender = self.layer(hosts=self.hosts, prefix=prefix)
+        names = [f"both.{i}" for i in range(10)]
+        by_server = {}
+        for name in names:
+            by_server.setdefault(layer._shard(name).index, []).append(name)
+        self.assertEqual(len(by_server), 2)
+        one, other = by_server[0][0], by_server[1][0]
+        for _ in range(20):
+            d = layer.receive([one, other])
+            await sender.send(one, {"to": one})
+            self.assertEqual(await d, (one, {"to": one}))
+        await sender.send(other, {"to": other})
+        self.assertEqual(await layer.receive([one, other]), (other, {"to": other}))
+        await until(lambda: sum(blocked_clients(s) for s in self.servers) == 0)
+
+
+class RedisResilienceTests(RedisLayerCase):
+    """A real redis-server killed, frozen and restarted under the layer."""
+
+    def setUp(self):
+        self.server = RedisServer()
+        self.addCleanup(self.server.stop)
+
+    async def test_send_fails_fast_and_receive_resumes(self):
+        """While Redis is down sends fail at once with LayerUnavailable; a waiting receive resumes after."""
+        prefix = unique_prefix()
+        sender = self.layer(hosts=[self.server.url], prefix=prefix)
+        reader = self.layer(hosts=[self.server.url], prefix=prefix)
+        await sender.whenConnected()
+        await reader.whenConnected()
+        d = reader.receive(["resume.me"])
+        self.server.kill()
+        await until(lambda: sender._shards[0].state == "down")
+        started = reactor.seconds()
+        with self.assertRaises(LayerUnavailable):
+            await sender.send("resume.me", {"lost": True})
+        with self.assertRaises(LayerUnavailable):
+            await sender.send_group("any", {"lost": True})
+        self.assertLess(reactor.seconds() - started, 0.1)
+        self.assertFalse(d.called)
+        self.server.start()
+        await sender.whenConnected()
+        await sender.send("resume.me", {"after": "restart"})
+        self.assertEqual(await d, ("resume.me", {"after": "restart"}))
+        stats = await sender.statistics()
+        self.assertEqual(stats["sends_unavailable"], 1)
+        self.assertEqual(stats["connection_losses"], 1)
+        self.assertEqual(stats["reconnects"], 1)
+        self.assertEqual(stats["redis_restarts"], 1)
+        self.assertEqual(stats["shards"], {self.server.url.replace("/0", "/0"): "up"})
+
+    async def test_restart_under_load(self):
+        """Kill -9 and restart Redis mid-stream: no crash, FIFO kept, every send after recovery arrives."""
+        prefix = unique_prefix()
+        sender = self.layer(hosts=[self.server.url], prefix=prefix, capacity=1000)
+        reader = self.layer(hosts=[self.server.url], prefix=prefix, capacity=1000)
+        sent, refused, received = [], [], []
+        running = [True]
+
+        async def send_loop():
+            i = 0
+            while running[0]:
+                try:
+                    await sender.send("load", {"i": i})
+                    sent.append(i)
+                except LayerUnavailable:
+                    refused.append(i)
+                    await task.deferLater(reactor, 0.005, lambda: None)
+                except ChannelFull:
+                    # The reader lags (it reconnects too): back off, send again.
+                    await task.deferLater(reactor, 0.005, lambda: None)
+                    continue
+                i += 1
+
+        async def receive_loop():
+            while True:
+                _, message = await reader.receive(["load"])
+                if message["i"] < 0:
+                    return
+                received.append(message["i"])
+
+        loops = [defer.Deferred.fromCoroutine(send_loop()),
+                 defer.Deferred.fromCoroutine(receive_loop())]
+        await until(lambda: len(received) >= 300)
+        self.server.kill()
+        await until(lambda: len(refused) >= 5)
+        self.server.start()
+        await until(lambda: refused and len([i for i in received if i > refused[-1]]) >= 300)
+        running[0] = False
+        await loops[0]
+        await sender.send("load", {"i": -1})
+        await loops[1]
+        self.assertEqual(received, sorted(set(received)))
+        self.assertEqual(set(received) - set(sent), set())
+        after = [i for i in sent if i > refused[-1]]
+        self.assertEqual(set(after) - set(received), set())
+        stats = await sender.statistics()
+        self.assertEqual(stats["sends_unavailable"] + stats["messages_lost"], len(refused))
+        self.assertEqual(stats["redis_restarts"], 1)
+        self.assertGreaterEqual((await reader.statistics())["reconnects"], 1)
+
+    async def test_frozen_server(self):
+        """A server that stops answering (a network cut) makes sends fail after command_timeout, not hang."""
+        layer = self.layer(hosts=[self.server.url], command_timeout=0.3)
+        await layer.whenConnected()
+        self.server.pause()
+        try:
+            started = reactor.seconds()
+            with self.assertRaises(LayerUnavailable):
+                await layer.send("frozen", {"a": 1})
+            self.assertLess(reactor.seconds() - started, 2)
+            with self.assertRaises(LayerUnavailable):
+                await layer.send("frozen", {"a": 2})
+        finally:
+            self.server.resume()
+        await layer.whenConnected()
+        await layer.send("frozen", {"a": 3})
+        # The first send's fate was unknown (counted as maybe lost): Redis may
+        # still run it once it reads its socket again. The refused one never
+        # reached Redis.
+        got = []
+        while not got or got[-1] != 3:
+            got.append((await layer.receive(["frozen"]))[1]["a"])
+        self.assertIn(got, ([3], [1, 3]))
+        stats = await layer.statistics()
+        self.assertEqual((stats["messages_lost"], stats["sends_unavailable"]), (1, 1))
+
+    async def test_redis_not_there_at_start(self):
+        """With no Redis yet, sends fail fast; the layer connects once Redis starts."""
+        self.server.kill()
+        layer = self.layer(hosts=[self.server.url])
+        with self.assertRaises(LayerUnavailable):
+            await layer.send("early", {"a": 1})
+        self.server.start()
+        await layer.whenConnected()
+        await layer.send("early", {"a": 2})
+        self.assertEqual(await layer.receive(["early"]), ("early", {"a": 2}))

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import math
+import random
 import struct
 from collections import deque
 
@@ -68,6 +69,10 @@ def _name_of(envelope):
         return None
 
 
+def _jitter():
+    return random.random() * 0.25
+
+
 def _float(x):
     return repr(float(x))
 
@@ -81,7 +86,10 @@ class _Shard:
         self.layer = layer
         self.index = index
         self.address = address
-        self.factory = RedisClientFactory(address)
+        # The command connection (under ClientService) and the blocking ones.
+        self.factory = RedisClientFactory(address, layer.reactor, layer.command_timeout, self._lost)
+        self.blocking_factory = RedisClientFactory(
+            address, layer.reactor, layer.command_timeout, self._blocking_lost)
         self.service = None
         self.protocol = None
         self.state = "connecting"  # "up", "down", "stopped"
@@ -98,7 +106,8 @@ class _Shard:
         self.state = "connecting"
         endpoint = self.address.endpoint(layer.reactor, layer.connect_timeout)
         self.service = ClientService(
-            endpoint, self.factory, retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=10.0),
+            endpoint, self.factory,
+            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=10.0, jitter=_jitter),
             clock=layer.reactor, prepareConnection=self._prepare)
         self.service.startService()
         self.service.whenConnected(failAfterFailures=1).addErrback(self._first_attempt_failed)
@@ -129,13 +138,14 @@ class _Shard:
         self._fire_waiters(self._unavailable())
 
     @defer.inlineCallbacks
-    def _prepare(self, proto):
-        ready = proto.whenConnected()
-        proto.on_lost = lambda p, why: None if ready.called else ready.errback(why)
-        proto.clock = self.layer.reactor
-        proto.timeout = self.layer.command_timeout
-        yield ready
+    def _prepare(self, proxy):
+        # ClientService hands us a proxy; the factory knows the protocol itself.
+        proto = self.factory.last_built
+        proto.on_lost = None
+        yield proto.whenConnected()
+        loads = [proto.command("SCRIPT", "LOAD", script.source) for script in scripts.ALL]
         info = yield proto.command("INFO", "server")
+        yield defer.gatherResults(loads, consumeErrors=True)
         run_id = None
         for line in info.split(b"\r\n"):
             if line.startswith(b"run_id:"):
@@ -223,14 +233,11 @@ class _Shard:
     @defer.inlineCallbacks
     def _connect_blocking(self, _):
         endpoint = self.address.endpoint(self.layer.reactor, self.layer.connect_timeout)
-        proto = yield endpoint.connect(self.factory)
+        proto = yield endpoint.connect(self.blocking_factory)
         if self.state == "stopped":
             proto.abort()
             raise LayerUnavailable("the channel layer has stopped")
         self.blocking.add(proto)
-        proto.on_lost = self._blocking_lost
-        proto.clock = self.layer.reactor
-        proto.timeout = self.layer.command_timeout
         yield proto.whenConnected()
         proto.client_id = yield proto.command("CLIENT", "ID")
         return proto
@@ -619,15 +626,18 @@ class RedisChannelLayer(service.Service):
         self._ensure_running()
         d = shard.command_protocol()
 
-        def unavailable(f):
+        def refused(f):
             if count:
                 shard.refused += count
                 self._stats["sends_unavailable"] += count
             return f
 
-        d.addErrback(unavailable)
-        d.addCallback(lambda proto: call(proto).addErrback(self._redis_failed, shard, what, count))
-        return d
+        def run(proto):
+            if not proto.connected:
+                return refused(failure.Failure(shard._unavailable()))
+            return call(proto).addErrback(self._redis_failed, shard, what, count)
+
+        return d.addCallbacks(run, refused)
 
     # -- sending -------------------------------------------------------------
 

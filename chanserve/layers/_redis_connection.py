@@ -152,10 +152,17 @@ class RedisProtocol(txredisapi.BaseRedisProtocol):
             self._watchdog.cancel()
             self._watchdog = None
         self._deadlines.clear()
-        super().connectionLost(why)
+        # Tell the owner first, so code run by the failing commands' errbacks
+        # already sees the connection as gone.
         if self.on_lost is not None:
             callback, self.on_lost = self.on_lost, None
             callback(self, why)
+        # txredisapi leaves whenConnected() waiting for ever when the
+        # connection ends before it was ready.
+        waiting, self._waiting_for_connect = self._waiting_for_connect, []
+        super().connectionLost(why)
+        for d in waiting:
+            d.errback(ConnectionError(f"connection lost before it was ready: {why.getErrorMessage()}"))
 
     def command(self, *args, timeout=None):
         """Run one command; fails with ``ConnectionError`` when not connected."""
@@ -177,13 +184,21 @@ class RedisClientFactory(protocol.Factory):
     isLazy = True
     noisy = False
 
-    def __init__(self, address):
+    def __init__(self, address, clock=None, timeout=None, on_lost=None):
         self.address = address
+        self.clock = clock
+        self.timeout = timeout
+        self.on_lost = on_lost
+        self.last_built = None
 
     def buildProtocol(self, addr):
         p = RedisProtocol(password=self.address.password, dbid=self.address.db,
                           username=self.address.username)
         p.factory = self
+        p.clock = self.clock
+        p.timeout = self.timeout
+        p.on_lost = self.on_lost
+        self.last_built = p
         return p
 
     def stopTrying(self):

@@ -174,3 +174,5 @@ for _, key in ipairs(redis.call('KEYS', ARGV[1])) do
 end
 return out
 """)
+
+ALL = (SEND, GROUP_PUSH, GROUP_SEND_ALL, GROUP_MEMBERS, GROUP_ADD, POP_BATCH, FLUSH, DEPTHS)
