@@ -513,6 +513,26 @@ class FlowTests(WorkerTestMixin, SynchronousTestCase):
         self.assertIs(self.successResultOf(d), None)
         self.assertEqual(self.replies(), [{"text": "bye"}])
 
+    def test_stop_while_saturated(self):
+        """Stopping while receive waits for a free thread, then finishing the consumer, is clean."""
+        pool = ManualThreadPool()
+        self.make_worker([route("x", lambda m: None)], pool, threads=1)
+        self.send("x", {"n": 1})
+        self.send("x", {"n": 2})
+        d = self.worker.stopService()
+        pool.run_all()
+        self.successResultOf(d)
+        self.assertEqual(self.worker.statistics()["consumed"], 1)
+        self.assertEqual(self.successResultOf(self.layer.statistics())["queue_depth"], {"x": 1})
+
+    def test_restart(self):
+        """A stopped worker can be started again and consumes again."""
+        self.make_worker([route("x", lambda m: None)])
+        self.successResultOf(self.worker.stopService())
+        self.worker.startService()
+        self.send("x", {})
+        self.assertEqual(self.worker.statistics()["consumed"], 1)
+
     def test_stop_deadline(self):
         """A consumer still running at ``stop_timeout`` is not waited for."""
         pool = ManualThreadPool()

@@ -202,6 +202,7 @@ class WorkerService(service.Service):
         if self._loop is not None:
             loop, self._loop = self._loop, None
             loop.cancel()
+        self._slot = None
         for entry in list(self._requeues.values()):
             entry[0].cancel()
             self._requeue(entry[3])
@@ -276,7 +277,8 @@ class WorkerService(service.Service):
     def _slot_freed(self):
         if self._slot is not None and not self._saturated():
             d, self._slot = self._slot, None
-            d.callback(None)
+            if not d.called:
+                d.callback(None)
         if not self._sync_running and not self._async_running and self._drain_waiters:
             waiters, self._drain_waiters = self._drain_waiters, []
             for d in waiters:
