@@ -39,8 +39,35 @@ def frame_name(frame):
     return f"{name} ({path})"
 
 
+def category(stack, leaf):
+    """A coarse owner of one sample, for a one-screen picture."""
+    if "django/" in stack and ("AsgiHandler.__call__" in stack or "get_response" in stack):
+        return "Django request cycle (middleware, view, signals)"
+    if any(x in leaf for x in ("threading.py", "_threadworker", "queue.py", "threadpool.py",
+                               "internet/threads.py", "_team.py")):
+        return "thread hand-offs (pool queue, callFromThread, blockingCallFromThread)"
+    if "chanserve/layers" in leaf:
+        return "channel layer (send/receive/validate/copy)"
+    if "chanserve/server" in leaf:
+        return "interface server"
+    if any(x in leaf for x in ("chanserve/worker", "chanserve/routing", "chanserve/channel")):
+        return "worker, routing, held sends"
+    if "chanserve/" in leaf:
+        return "other chanserve (" + leaf.split("(chanserve/")[-1].split(")")[0] + ")"
+    if "autobahn/" in leaf:
+        return "autobahn (WebSocket frames, handshake)"
+    if "twisted/internet/defer" in leaf:
+        return "Twisted Deferreds"
+    if "twisted/" in leaf:
+        return "Twisted reactor, tcp, logging context"
+    if "django/" in leaf:
+        return "Django (outside a request)"
+    return "other (" + leaf.split(" (")[0] + ")"
+
+
 def summarise(raw_path, top):
     threads = collections.Counter()
+    cats = collections.Counter()
     self_counts = collections.Counter()
     incl = collections.Counter()
     total = 0
@@ -58,11 +85,15 @@ def summarise(raw_path, top):
                 parts = parts[1:]
             frames = [frame_name(x) for x in parts] or ["?"]
             self_counts[frames[-1]] += n
+            cats[category(";".join(frames), frames[-1])] += n
             for fr in set(frames):
                 if "chanserve/" in fr or "(chanserve" in fr:
                     incl[fr] += n
     print(f"\n{total} samples; by thread: " + ", ".join(
         f"{k} {100 * v / total:.0f}%" for k, v in threads.most_common()))
+    print("\n-- by owner (self time)")
+    for k, n in cats.most_common(12):
+        print(f"{100 * n / total:5.1f}%  {k}")
     print("\n-- self (top of stack)")
     for fr, n in self_counts.most_common(top):
         print(f"{100 * n / total:5.1f}%  {fr}")
