@@ -282,7 +282,7 @@ class ReadinessTests(unittest.SynchronousTestCase):
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 60
+TIMEOUT = 30
 
 
 class NotifyReceiver(protocol.DatagramProtocol):
