@@ -46,6 +46,22 @@ class Served:
         return jar
 
 
+def memory_mb(pid):
+    """(current RSS, peak RSS since the last reset) of process ``pid``, in MiB."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = int(value.split()[0]) if value.strip().endswith("kB") else None
+    return fields["VmRSS"] // 1024, fields["VmHWM"] // 1024
+
+
+def reset_peak(pid):
+    """Reset the peak RSS (VmHWM) of ``pid`` to its current RSS."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
 class TwistdDjangoTests(unittest.TestCase):
     """twistd chanserve answers like Django's test client."""
 
@@ -181,3 +197,32 @@ class TwistdDjangoTests(unittest.TestCase):
         theirs = self.client.get("/django/file/")
         self.assertSame(theirs, self.request("GET", "/django/file/"))
         theirs.close()
+
+    def test_upload_100mb_memory(self):
+        """A 100 MiB multipart upload keeps the server's peak RSS within 100 MiB of idle."""
+        self.request("GET", "/django/hello/")
+        pid = self.proc.process.pid
+        reset_peak(pid)
+        idle, _ = memory_mb(pid)
+        boundary = "chanserveBigUpload"
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"'
+                '\r\nContent-Type: application/octet-stream\r\n\r\n').encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        block = os.urandom(1 << 20)
+        digest = hashlib.sha256()
+
+        def body():
+            yield head
+            for _ in range(100):
+                digest.update(block)
+                yield block
+            yield tail
+
+        ours = self.request("POST", "/django/upload/", body=body(), headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": str(len(head) + (100 << 20) + len(tail))})
+        _, peak = memory_mb(pid)
+        self.assertEqual(ours.status, 200)
+        self.assertEqual(json.loads(ours.body)["files"]["file"], {
+            "name": "big.bin", "size": 100 << 20, "sha256": digest.hexdigest(), "on_disk": True})
+        self.assertLess(peak - idle, 100, f"peak RSS {peak} MiB, idle {idle} MiB")
