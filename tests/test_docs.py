@@ -362,6 +362,21 @@ class GettingStartedTests(unittest.TestCase):
         self.assertEqual(sorted(received, key=len), expected)
 
 
+class TestingExampleTests(unittest.SynchronousTestCase):
+    """The sample test case of docs/testing.rst passes (and so ConsumerClient does what it says)."""
+
+    def test_sample_tests_pass(self):
+        """Running ``myproject/groups/tests.py`` with unittest reports success."""
+        import io
+        import unittest as pyunittest
+        use_docs_examples(self)
+        suite = pyunittest.defaultTestLoader.loadTestsFromModule(example("groups.tests"))
+        self.assertEqual(suite.countTestCases(), 1)
+        out = io.StringIO()
+        result = pyunittest.TextTestRunner(stream=out, verbosity=2).run(suite)
+        self.assertTrue(result.wasSuccessful(), out.getvalue())
+
+
 class SettingsExamplesTests(unittest.TestCase):
     """The settings blocks of the docs name real backends and routings."""
 
@@ -442,5 +457,6 @@ class SphinxBuildTests(unittest.TestCase):
              "-d", os.path.join(out, "doctrees"), DOCS, os.path.join(out, "html")],
             capture_output=True, text=True, timeout=300)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        for page in ("index", "getting-started", "concepts", "deploying", "reference", "migrating"):
+        for page in ("index", "getting-started", "concepts", "deploying", "testing", "reference",
+                     "migrating"):
             self.assertTrue(os.path.exists(os.path.join(out, "html", page + ".html")), page)
