@@ -427,6 +427,19 @@ class ReferenceTests(unittest.SynchronousTestCase):
         missing = sorted(n for n in names if f"--{n}" not in text)
         self.assertEqual(missing, [])
 
+    def test_every_management_command_option(self):
+        """Every option of ``runserver`` and ``runworker`` is in reference.rst."""
+        from django.core.management import load_command_class
+        text = read_doc("reference.rst")
+        missing = []
+        for name in ("runserver", "runworker"):
+            parser = load_command_class("chanserve", name).create_parser("manage.py", name)
+            options = {o for action in parser._actions for o in action.option_strings
+                       if o.startswith("--") and o not in ("--help", "--version")}
+            self.assertIn("--threads", options)
+            missing += [f"{name} {o}" for o in sorted(options) if f"``{o}" not in text and f" {o}" not in text]
+        self.assertEqual(missing, [])
+
     def test_every_message_key(self):
         """Every message key of the contract's section 4 appears in the reference's message formats."""
         text = read_doc("reference.rst")
