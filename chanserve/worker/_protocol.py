@@ -4,6 +4,8 @@ the implicit WebSocket accept and the error replies (the protocol agreed
 with the interface server).
 """
 
+from ..exceptions import DenyConnection
+
 ACCEPT = {"accept": True}
 REJECT = {"accept": False}
 CLOSE_INTERNAL_ERROR = {"close": 1011}
@@ -48,7 +50,6 @@ def replies_after(channel, held, reply_name, failure):
     The messages the worker sends on ``reply_name`` after flushing the held
     sends of a consumer of ``channel`` that raised ``failure`` (or ``None``).
     """
-    from ..exceptions import DenyConnection
     if channel == "websocket.connect":
         if failure is None:
             return [] if connect_answered(held, reply_name) else [dict(ACCEPT)]

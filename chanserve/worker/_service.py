@@ -105,19 +105,6 @@ def _call_in_thread(consumer, message, kwargs):
         return held, None, failure.Failure()
 
 
-async def _call_on_reactor(consumer, message, kwargs):
-    """Run a consumer on the reactor: ``(held, result, failure)``, never raises."""
-    held = HeldSends()
-    try:
-        with holding_sends() as held:
-            result = consumer(message, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-        return held, result, None
-    except Exception:
-        return held, None, failure.Failure()
-
-
 class _WorkerThreadPool(ThreadPool):
     """A ``ThreadPool`` of daemon threads: a consumer stuck past the stop deadline can't hang exit."""
 
@@ -300,21 +287,19 @@ class WorkerService(service.Service):
             return
         consumer, kwargs = matched
         message = Message(content, channel, self.layer)
-        on_reactor = self._is_reactor_consumer(consumer)
-        if on_reactor:
+        if self._is_reactor_consumer(consumer):
             self._async_running += 1
-            d = defer.Deferred.fromCoroutine(_call_on_reactor(consumer, message, kwargs))
+            d = defer.Deferred.fromCoroutine(
+                self._consume_on_reactor(channel, consumer, message, kwargs))
+            d.addBoth(self._done_on_reactor, channel)
         else:
             self._sync_running += 1
             ctx = contextvars.copy_context()
             d = deferToThreadPool(self.reactor, self.threadpool, ctx.run,
                                   _call_in_thread, consumer, message, kwargs)
-            d.addCallback(self._await_result, consumer, message, kwargs)
-        d.addErrback(lambda f: (HeldSends(), None, f))
-        d.addCallback(self._finish, channel, message, consumer)
-        d.addErrback(lambda f: self._log.failure(
-            "Worker failed to finish a message on {channel}", f, channel=channel))
-        d.addBoth(self._done, on_reactor)
+            d.addCallbacks(self._after_thread, self._thread_failed,
+                           (channel, consumer, message), None, (channel, consumer, message))
+            d.addBoth(self._done_in_thread, channel)
 
     def _is_reactor_consumer(self, consumer):
         try:
@@ -325,66 +310,115 @@ class WorkerService(service.Service):
         except TypeError:
             return runs_on_reactor(consumer)
 
-    def _await_result(self, outcome, consumer, message, kwargs):
-        """A plain consumer returned a coroutine or Deferred: finish it on the reactor."""
+    async def _consume_on_reactor(self, channel, consumer, message, kwargs):
+        """Run a reactor consumer and finish its message (one coroutine, no callback chain)."""
+        held = HeldSends()
+        fail = None
+        try:
+            with holding_sends() as held:
+                result = consumer(message, **kwargs)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception:
+            fail = failure.Failure()
+        waiting = self._finish(held, fail, channel, message, consumer)
+        if waiting is not None:
+            await waiting
+
+    def _after_thread(self, outcome, channel, consumer, message):
         held, result, fail = outcome
-        if fail is not None or not inspect.isawaitable(result):
-            return outcome
+        if fail is None and inspect.isawaitable(result):
+            # A plain consumer returned a coroutine or Deferred: finish it here.
+            return defer.Deferred.fromCoroutine(
+                self._await_result(held, result, channel, consumer, message))
+        return self._finish(held, fail, channel, message, consumer)
 
-        async def wait():
-            more = HeldSends()
-            try:
-                with holding_sends() as more:
-                    value = await result
-                fail = None
-            except Exception:
-                value, fail = None, failure.Failure()
-            for send in more:
-                held.add(*send)
-            return held, value, fail
+    def _thread_failed(self, f, channel, consumer, message):
+        return self._finish(HeldSends(), f, channel, message, consumer)
 
-        return defer.Deferred.fromCoroutine(wait())
+    async def _await_result(self, held, result, channel, consumer, message):
+        more = HeldSends()
+        fail = None
+        try:
+            with holding_sends() as more:
+                await result
+        except Exception:
+            fail = failure.Failure()
+        for send in more:
+            held.add(*send)
+        waiting = self._finish(held, fail, channel, message, consumer)
+        if waiting is not None:
+            await waiting
 
-    def _done(self, result, on_reactor):
-        if on_reactor:
-            self._async_running -= 1
-        else:
-            self._sync_running -= 1
+    def _done_on_reactor(self, result, channel):
+        self._async_running -= 1
+        return self._done(result, channel)
+
+    def _done_in_thread(self, result, channel):
+        self._sync_running -= 1
+        return self._done(result, channel)
+
+    def _done(self, result, channel):
+        if isinstance(result, failure.Failure):
+            self._log.failure("Worker failed to finish a message on {channel}", result,
+                              channel=channel)
         self._slot_freed()
         return None
 
-    def _finish(self, outcome, channel, message, consumer):
-        held, _result, fail = outcome
-        if fail is not None and fail.check(ConsumeLater):
-            held.discard()
-            self._stats["consume_later"] += 1
-            self._consume_later(channel, message.content)
-            return None
-        if fail is None:
-            self._stats["consumed"] += 1
-        else:
+    def _finish(self, held, fail, channel, message, consumer):
+        """
+        Deliver a finished consumer's held sends, in order, then the protocol
+        replies (implicit accept, error replies). Returns ``None`` when all
+        sends completed at once, else a Deferred that fires when they did.
+        """
+        if fail is not None:
+            if fail.check(ConsumeLater):
+                held.discard()
+                self._stats["consume_later"] += 1
+                self._consume_later(channel, message.content)
+                return None
             self._stats["failed"] += 1
             self._log.failure("Consumer {consumer} raised on a message on {channel}", fail,
                               consumer=_consumer_name(consumer), channel=channel)
+        else:
+            self._stats["consumed"] += 1
         reply = message.reply_channel
-        extra = (_protocol.replies_after(channel, held, reply.name, fail)
-                 if reply is not None else [])
-        d = held.flush()
+        extra = None
+        if reply is not None and (fail is not None or channel == "websocket.connect"):
+            extra = _protocol.replies_after(channel, held, reply.name, fail)
+        pending = None
+        for layer, method, name, content in held:
+            d = getattr(layer, method)(name, content)
+            d.addErrback(self._send_failed, channel)
+            if not d.called:
+                if pending is None:
+                    pending = []
+                pending.append(d)
+        held.discard()
         if extra:
-            d.addCallback(self._send_extra, reply.name, extra)
-        d.addCallback(self._check_sends, channel)
-        return d
+            if pending:
+                return defer.DeferredList(pending).addCallback(
+                    lambda _: self._send_extra(reply.name, extra, channel))
+            return self._send_extra(reply.name, extra, channel)
+        if pending:
+            return defer.DeferredList(pending)
+        return None
 
-    def _send_extra(self, failures, name, messages):
-        ds = [self.layer.send(name, content) for content in messages]
-        return defer.DeferredList(ds, consumeErrors=True).addCallback(
-            lambda results: failures + [r for ok, r in results if not ok])
+    def _send_extra(self, name, messages, channel):
+        pending = None
+        for content in messages:
+            d = self.layer.send(name, content)
+            d.addErrback(self._send_failed, channel)
+            if not d.called:
+                if pending is None:
+                    pending = []
+                pending.append(d)
+        return defer.DeferredList(pending) if pending else None
 
-    def _check_sends(self, failures, channel):
-        for f in failures:
-            self._stats["send_failures"] += 1
-            self._log.warn("A send made by the consumer of a message on {channel} failed: "
-                           "{error}", channel=channel, error=f.getErrorMessage())
+    def _send_failed(self, f, channel):
+        self._stats["send_failures"] += 1
+        self._log.warn("A send made by the consumer of a message on {channel} failed: "
+                       "{error}", channel=channel, error=f.getErrorMessage())
 
     def _unroutable(self, channel):
         self._stats["unroutable"] += 1
