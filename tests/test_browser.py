@@ -20,7 +20,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 from twisted.trial import unittest
 
-from tests.test_example import REPO, ExampleServer
+from tests.test_example import REPO, ExampleServer, manage
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -115,6 +115,36 @@ class BrowserChatTests(unittest.SynchronousTestCase):
                          ["Hello from the second page"])
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         self.assertEqual(errors, [])
+
+    def test_restart_and_catch_up(self):
+        """
+        When the server restarts (on the same socket), the page reconnects by
+        itself and shows what was said while it was away; live chat resumes.
+        """
+        room = "restart-" + secrets.token_hex(3)
+        driver = self.driver
+        driver.get(f"{self.server.url}/accounts/login/?next=/chat/{room}/")
+        driver.find_element(By.ID, "id_username").send_keys("demo")
+        driver.find_element(By.ID, "id_password").send_keys("demo")
+        driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+        self.wait_online()
+        self.assertIn(self.server.stop(), (0, -15))
+        self.wait.until(expected_conditions.text_to_be_present_in_element(
+            (By.ID, "status"), "reconnecting"))
+        said = manage(self.server.database, "shell", "-c",
+                      "from chat.models import ChatMessage; "
+                      f"ChatMessage.objects.create(room='{room}', username='bot', "
+                      "message='said while you were away')")
+        self.assertEqual(said.returncode, 0, said.stderr)
+        self.server.start()
+        self.wait_online()
+        self.assertEqual(self.wait_for_message("said while you were away"),
+                         ["said while you were away"])
+        driver.find_element(By.ID, "message").send_keys("back again")
+        driver.find_element(By.CSS_SELECTOR, "#say button[type=submit]").click()
+        self.assertEqual(self.wait_for_message("back again"),
+                         ["said while you were away", "back again"])
+        screenshot(driver, "chat-after-restart")
 
     def test_seed_console_snippet(self):
         """The guide's JavaScript console snippet gets "hello world" back from the echo route."""

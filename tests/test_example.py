@@ -71,7 +71,14 @@ class ExampleServer:
         self.listener.listen(128)
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = os.path.join(self.directory, "twistd.log")
+        self.extra_args = list(extra_args)
+        self.starts = 0
+        self.process = None
+        self.start()
+        testcase.addCleanup(self.stop)
+
+    def start(self):
+        """Start (or restart, after ``stop``) the server process on the same socket."""
         fd = self.listener.fileno()
         # systemd's protocol: the socket as fd 3, LISTEN_PID the pid that
         # reads it (the shell's, kept by exec).
@@ -79,14 +86,14 @@ class ExampleServer:
         args = ["sh", "-c", move + 'LISTEN_PID=$$ exec "$0" "$@"',
                 os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "chanserve",
                 "--settings", "example.settings",
-                "--endpoint", "systemd:domain=INET:index=0", *extra_args]
-        with open(self.log_path, "wb") as log:
+                "--endpoint", "systemd:domain=INET:index=0", *self.extra_args]
+        self.starts += 1
+        with open(os.path.join(self.directory, f"twistd{self.starts}.log"), "wb") as log:
             self.process = subprocess.Popen(
                 args, cwd=EXAMPLE, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT,
                 env=example_environ(self.database, LISTEN_FDS="1", LISTEN_FDNAMES="http",
                                     **self.environ))
-        testcase.addCleanup(self.stop)
 
     def start_worker(self):
         """Start a ``twistd chanserve --worker-only`` process on the same project and database."""
@@ -197,6 +204,8 @@ class ExampleChatTests(unittest.SynchronousTestCase):
                              (self.room, "demo", "hello, room"))
         _, _, page = browser.get(f"/chat/{self.room}/")
         self.assertEqual([(m["user"], m["message"]) for m in history(page)], [("demo", "hello, room")])
+        _, _, data = browser.get(f"/chat/{self.room}/?format=json")
+        self.assertEqual([m["message"] for m in json.loads(data)["history"]], ["hello, room"])
 
     def test_rooms_are_separate(self):
         """A message said in one room is not heard in another."""

@@ -1,4 +1,5 @@
 from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.text import slugify
 
@@ -17,6 +18,13 @@ def index(request):
 
 @login_required
 def room(request, room):
-    """The room's page: its history, then new messages live over a WebSocket."""
+    """
+    The room's page: its history, then new messages live over a WebSocket.
+
+    With ``?format=json``, just the history (the page catches up with it
+    after its WebSocket reconnects).
+    """
     history = [m.as_dict() for m in ChatMessage.history(room)]
+    if request.GET.get("format") == "json":
+        return JsonResponse({"room": room, "history": history})
     return render(request, "chat/room.html", {"room": room, "history": history})
