@@ -22,6 +22,7 @@ Socket activation itself (``$LISTEN_FDS``) is Twisted's ``systemd:`` endpoint.
 import os
 import signal
 import socket
+import threading
 import time
 
 from twisted.application import service
@@ -167,8 +168,11 @@ class SystemdNotifier(service.Service):
             self._watchdog.clock = self._reactor
             self._watchdog.start(interval, now=True)
         if self._handle_reload:
-            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
-            self._sighup_installed = True
+            if threading.current_thread() is threading.main_thread():
+                self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+                self._sighup_installed = True
+            else:
+                self._log.warn("Not in the main thread: SIGHUP (systemctl reload) is not handled")
         d = defer.maybeDeferred(self._ready) if self._ready is not None else defer.succeed(None)
         d.addCallbacks(self._became_ready, self._not_ready)
 

@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 
 from twisted.application import service
 from twisted.internet import defer, protocol, reactor, task
@@ -547,3 +548,27 @@ class AddNotifierTests(unittest.SynchronousTestCase):
         top.startService()
         server.listening.callback(None)
         self.assertEqual(self.systemd.received(), ["READY=1\nSTATUS=Serving"])
+
+
+class NotifierThreadTests(unittest.SynchronousTestCase):
+    """The notifier started outside the main thread (e.g. a reactor run in a thread)."""
+
+    def test_no_signal_handler_off_main_thread(self):
+        """Off the main thread SIGHUP is left alone (signal handlers can't be set there); READY still goes."""
+        systemd = FakeNotifySocket(self)
+        previous = signal.getsignal(signal.SIGHUP)
+        notifier = SystemdNotifier(ThreadCallClock(), {"NOTIFY_SOCKET": systemd.name})
+        errors = []
+
+        def run():
+            try:
+                notifier.startService()
+            except Exception as e:
+                errors.append(e)
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(10)
+        self.addCleanup(notifier.stopService)
+        self.assertEqual(errors, [])
+        self.assertIs(signal.getsignal(signal.SIGHUP), previous)
+        self.assertEqual(systemd.received(), ["READY=1\nSTATUS=Serving"])
