@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -492,7 +493,6 @@ class ContribUnitsTests(unittest.TestCase):
                 text = f.read().replace("/srv/mysite/venv/bin/twistd", TWISTD)
             with open(os.path.join(directory, name), "w") as f:
                 f.write(text)
-        import subprocess
         result = subprocess.run(
             ["systemd-analyze", "verify", "chanserve.socket", "chanserve.service"],
             cwd=directory, capture_output=True, text=True, timeout=60)
