@@ -216,6 +216,22 @@ class RedisLayerTests(RedisLayerCase):
         self.assertEqual(stats["messages_expired"], 2)
         self.assertEqual(stats["messages_dropped"], 2)
 
+    async def test_unread_members_leave_group(self):
+        """Members whose group messages expire unread leave the group at its next send."""
+        clock = task.Clock()
+        clock.advance(1000)
+        layer = self.layer(clock=clock, expiry=10)
+        for name in ("reader", "gone", "iface.a!gone", "iface.b!reads"):
+            await layer.group_add("room", name)
+        await layer.send_group("room", {"n": 1})
+        await layer.receive(["reader"])
+        await layer.receive(["iface.b!"])
+        clock.advance(11)
+        await layer.send_group("room", {"n": 2})
+        self.assertEqual(sorted(await layer.group_channels("room")), ["iface.b!reads", "reader"])
+        stats = await layer.statistics()
+        self.assertEqual(stats["messages_expired"], 2)
+
     async def test_encryption_and_rotation(self):
         """Contents are Fernet-encrypted in Redis; the first key encrypts, every key decrypts."""
         prefix = unique_prefix()
@@ -263,8 +279,10 @@ class RedisLayerTests(RedisLayerCase):
             d.cancel()
             with self.assertRaises(defer.CancelledError):
                 await d
-        await until(lambda: blocked_clients(self.server) == 0)
-        self.assertLessEqual(len(layer._shards[0].blocking), IDLE_BLOCKING)
+        shard = layer._shards[0]
+        # Every BLPOP ends; at most IDLE_BLOCKING idle connections are kept.
+        await until(lambda: blocked_clients(self.server) == 0 and len(shard.blocking) <= IDLE_BLOCKING
+                    and set(shard.blocking) == set(shard.idle))
         await layer.send("shared", {"still": "here"})
         self.assertEqual(await layer.receive(["shared"]), ("shared", {"still": "here"}))
 
@@ -410,6 +428,25 @@ class RedisShardingTests(RedisLayerCase):
         stats = await layer.statistics()
         self.assertEqual(stats["messages_sent"], 120)
 
+    async def test_unread_members_leave_group_across_shards(self):
+        """With members on both servers, members whose messages expired unread leave the group."""
+        clock = task.Clock()
+        clock.advance(1000)
+        layer = self.layer(hosts=self.hosts, clock=clock, expiry=10)
+        names = [f"member.{i}" for i in range(10)]
+        for name in names:
+            await layer.group_add("shards", name)
+        await layer.send_group("shards", {"n": 1})
+        readers = names[::2]
+        for name in readers:
+            await layer.receive([name])
+        clock.advance(11)
+        await layer.send_group("shards", {"n": 2})
+        await until(lambda: len(self.servers[0].command("ZRANGE", f"{layer.prefix}:g:shards", 0, -1)
+                                + self.servers[1].command("ZRANGE", f"{layer.prefix}:g:shards", 0, -1))
+                    == len(readers))
+        self.assertEqual(sorted(await layer.group_channels("shards")), sorted(readers))
+
     async def test_cancel_receive_spanning_shards(self):
         """A receive over both servers takes one message; the other server's BLPOP ends, nothing is lost."""
         prefix = unique_prefix()
@@ -514,6 +551,23 @@ class RedisResilienceTests(RedisLayerCase):
         self.assertEqual(stats["sends_unavailable"] + stats["messages_lost"], len(refused))
         self.assertEqual(stats["redis_restarts"], 1)
         self.assertGreaterEqual((await reader.statistics())["reconnects"], 1)
+
+    async def test_group_memberships_restored(self):
+        """After Redis comes back empty, each process adds again the memberships it made (not discarded ones)."""
+        prefix = unique_prefix()
+        a = self.layer(hosts=[self.server.url], prefix=prefix)
+        b = self.layer(hosts=[self.server.url], prefix=prefix)
+        await a.group_add("kept", "x")
+        await a.group_add("kept", "y")
+        await a.group_discard("kept", "y")
+        await b.group_add("kept", "iface.b!z")
+        await b.whenConnected()
+        self.server.kill()
+        self.server.start()
+        await until(lambda: a._stats["redis_restarts"] and b._stats["redis_restarts"])
+        self.assertEqual(sorted(await a.group_channels("kept")), ["iface.b!z", "x"])
+        await a.send_group("kept", {"after": "restart"})
+        self.assertEqual(await b.receive(["iface.b!"]), ("iface.b!z", {"after": "restart"}))
 
     async def test_frozen_server(self):
         """A server that stops answering (a network cut) makes sends fail after command_timeout, not hang."""

@@ -153,18 +153,21 @@ class _Shard:
         if self.state == "stopped":
             proto.abort()
             return
+        if self.run_id is not None and self.run_id != run_id:
+            # Only once the memberships are back is the restart dealt with.
+            yield self.layer._restore_groups(self, proto)
+            self.layer._stats["redis_restarts"] += 1
+            self._log.warn("Redis at {address} restarted: the messages queued there are gone",
+                           address=self.address)
+        if self.state == "stopped":
+            proto.abort()
+            return
+        if self.run_id is not None:
+            self.layer._stats["reconnects"] += 1
+            self._log.info("Reconnected to Redis at {address}", address=self.address)
+        self.run_id = run_id
         proto.on_lost = self._lost
         self.protocol = proto
-        previous, self.run_id = self.run_id, run_id
-        stats = self.layer._stats
-        if previous is not None:
-            stats["reconnects"] += 1
-            self._log.info("Reconnected to Redis at {address}", address=self.address)
-            if previous != run_id:
-                stats["redis_restarts"] += 1
-                self._log.warn(
-                    "Redis at {address} restarted: the messages queued there and its "
-                    "group memberships are gone", address=self.address)
         if self.refused:
             self._log.warn("{count} send(s) were refused while Redis at {address} was down",
                            count=self.refused, address=self.address)
@@ -498,6 +501,8 @@ class RedisChannelLayer(service.Service):
         self._shards = [_Shard(self, i, address) for i, address in enumerate(self.hosts)]
         self._receives = set()
         self._buffers = {}  # process prefix -> deque of envelopes taken from Redis
+        self._journal = {}  # group -> {channel: time of this process's last add}
+        self._journal_adds = 0
         self._decrements = {}  # process prefix -> names read but not yet uncounted in Redis
         self._stats = dict.fromkeys(_COUNTERS, 0)
 
@@ -722,18 +727,29 @@ class RedisChannelLayer(service.Service):
         self._log.error("Group {group!r}: {count} member(s) on Redis at {address} miss a message: "
                         "{error}", group=group, count=count, address=shard.address,
                         error=f.getErrorMessage())
-        return [0, [], 0]
+        return [0, [], 0, []]
 
     def _group_pushed(self, replies, group):
-        delivered, full, expired = 0, [], 0
-        for d, f, e in replies:
+        delivered, full, expired, stale = 0, [], 0, []
+        for d, f, e, s in replies:
             delivered += d
             full += f
             expired += e
-        self._group_sent([delivered, full, expired], group)
+            stale += s
+        if stale:
+            # Members whose messages expired unread leave the group.
+            key = self._p + "g:" + group
+            self._command(self._shard(group), lambda proto: proto.command("ZREM", key, *stale),
+                          f"pruning group {group!r}").addErrback(lambda f: None)
+        self._group_sent([delivered, full, expired, stale], group)
 
     def _group_sent(self, reply, group):
-        delivered, full, expired = reply
+        delivered, full, expired, stale = reply
+        if stale:
+            self._log.info("Group {group!r}: {count} member(s) left it, their messages expired "
+                           "unread: {members}", group=group, count=len(stale),
+                           members=", ".join(n.decode("ascii") for n in stale[:10])
+                           + (" ..." if len(stale) > 10 else ""))
         self._stats["messages_sent"] += delivered
         if expired:
             self._expired(f"members of group {group}", expired)
@@ -805,9 +821,46 @@ class RedisChannelLayer(service.Service):
         except Exception:
             return defer.fail()
         keys = [self._p + "g:" + group]
-        args = [_float(self.clock.seconds()), channel, self._group_ttl]
-        return self._command(self._shard(group), lambda proto: scripts.GROUP_ADD(proto, keys, args),
-                             f"adding to group {group!r}").addCallback(lambda _: None)
+        now = self.clock.seconds()
+        args = [_float(now), channel, self._group_ttl]
+        d = self._command(self._shard(group), lambda proto: scripts.GROUP_ADD(proto, keys, args),
+                          f"adding to group {group!r}")
+        return d.addCallback(self._added, group, channel, now)
+
+    def _added(self, _, group, channel, now):
+        # Remember it, to add it again if this shard's Redis comes back empty.
+        self._journal.setdefault(group, {})[channel] = now
+        self._journal_adds += 1
+        if self._journal_adds % 10000 == 0:
+            self._prune_journal()
+
+    def _prune_journal(self):
+        cutoff = self.clock.seconds() - self.group_expiry
+        for group in list(self._journal):
+            members = self._journal[group]
+            for channel in [c for c, t in members.items() if t <= cutoff]:
+                del members[channel]
+            if not members:
+                del self._journal[group]
+
+    def _restore_groups(self, shard, proto):
+        """Add again the group memberships this process made on ``shard`` (its Redis restarted)."""
+        self._prune_journal()
+        ds, count = [], 0
+        for group, members in self._journal.items():
+            if self._shard(group) is not shard or not members:
+                continue
+            key = self._p + "g:" + group
+            args = []
+            for channel, added in members.items():
+                args += [_float(added), channel]
+            count += len(members)
+            ds.append(proto.command("ZADD", key, *args))
+            ds.append(proto.command("EXPIRE", key, self._group_ttl))
+        if count:
+            self._log.warn("Restored {count} group membership(s) made by this process in Redis "
+                           "at {address}", count=count, address=shard.address)
+        return defer.gatherResults(ds, consumeErrors=True)
 
     def group_discard(self, group, channel):
         """Remove ``channel`` from ``group``."""
@@ -817,6 +870,11 @@ class RedisChannelLayer(service.Service):
         except Exception:
             return defer.fail()
         key = self._p + "g:" + group
+        members = self._journal.get(group)
+        if members is not None:
+            members.pop(channel, None)
+            if not members:
+                del self._journal[group]
         return self._command(self._shard(group), lambda proto: proto.command("ZREM", key, channel),
                              f"discarding from group {group!r}").addCallback(lambda _: None)
 
@@ -842,6 +900,7 @@ class RedisChannelLayer(service.Service):
     def flush(self):
         """Delete every key of this layer's prefix on every shard."""
         self._buffers.clear()
+        self._journal.clear()
         pattern = self._pattern("*")
         return defer.gatherResults(
             [self._command(s, lambda proto: scripts.FLUSH(proto, [], [pattern]), "a flush")

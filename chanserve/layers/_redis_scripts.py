@@ -31,6 +31,9 @@ local function decrement(counts, name)
   end
 end
 
+-- channels whose messages expired unread (they leave the groups sent to)
+local stale = {}
+
 -- drop expired messages at the head of a list; return how many
 local function purge(list, counts)
   local n = 0
@@ -40,9 +43,17 @@ local function purge(list, counts)
     if struct.unpack('>d', head) > now then break end
     redis.call('LPOP', list)
     n = n + 1
-    if counts then decrement(counts, unpack_name(head)) end
+    local name = unpack_name(head)
+    stale[name] = true
+    if counts then decrement(counts, name) end
   end
   return n
+end
+
+local function stale_names()
+  local out = {}
+  for name in pairs(stale) do out[#out + 1] = name end
+  return out
 end
 
 -- append one envelope unless the channel is full; return ok (0/1), expired
@@ -73,7 +84,7 @@ return {ok, expired}
 
 #: KEYS: list, counts of each member (counts only for process-specific ones);
 #: ARGV: now, payload, expires_at, ttl, then (name, capacity, has_counts) per member
-#: -> {delivered, {full names}, expired}
+#: -> {delivered, {full names}, expired, {names whose messages expired}}
 GROUP_PUSH = LuaScript(_PRELUDE + """
 local payload, expires_at, ttl = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local delivered, full, expired = 0, {}, 0
@@ -88,12 +99,13 @@ for i = 5, #ARGV, 3 do
   expired = expired + e
   if ok == 1 then delivered = delivered + 1 else full[#full + 1] = name end
 end
-return {delivered, full, expired}
+return {delivered, full, expired, stale_names()}
 """)
 
 #: One shard, one capacity for all: membership and pushes in one step.
+#: Channels whose messages expired unread leave the group.
 #: KEYS: group; ARGV: now, payload, expires_at, ttl, cutoff, capacity, key prefix
-#: -> {delivered, {full names}, expired}
+#: -> {delivered, {full names}, expired, {names that left the group}}
 GROUP_SEND_ALL = LuaScript(_PRELUDE + """
 local payload, expires_at, ttl = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local capacity, p = tonumber(ARGV[6]), ARGV[7]
@@ -114,7 +126,11 @@ for _, name in ipairs(members) do
   expired = expired + e
   if ok == 1 then delivered = delivered + 1 else full[#full + 1] = name end
 end
-return {delivered, full, expired}
+local left = stale_names()
+for i = 1, #left, 500 do
+  redis.call('ZREM', KEYS[1], unpack(left, i, math.min(i + 499, #left)))
+end
+return {delivered, full, expired, left}
 """)
 
 #: KEYS: group; ARGV: now, cutoff -> live member names
