@@ -309,6 +309,26 @@ class RedisLayerTests(RedisLayerCase):
         got = [await reader.receive(["popped.wait"]) for _ in range(2)]
         self.assertEqual(got, [("popped.wait", {"n": 2}), ("popped.wait", {"n": 3})])
 
+    async def test_stop_gives_back_popped_message(self):
+        """Stopping a layer while Redis hands its BLPOP a message puts the message back for others."""
+        prefix = unique_prefix()
+        reader = self.layer(prefix=prefix)
+        sender = self.layer(prefix=prefix)
+        await reader.whenConnected()
+        before = blocked_clients(self.server)
+        d = reader.receive(["stopping"])
+        await until(lambda: blocked_clients(self.server) > before)
+        (proto,) = [p for p in reader._shards[0].blocking if p.replyQueue.waiting]
+        proto.transport.stopReading()
+        await sender.send("stopping", {"work": 1})
+        await until(lambda: blocked_clients(self.server) == before)
+        stopped = reader.stopService()
+        proto.transport.startReading()
+        await stopped
+        with self.assertRaises(defer.CancelledError):
+            await d
+        self.assertEqual(await sender.receive(["stopping"]), ("stopping", {"work": 1}))
+
     async def test_statistics_shards_and_waiters(self):
         """statistics() shows each shard's state and the receives waiting."""
         layer = self.layer()

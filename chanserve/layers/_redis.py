@@ -98,6 +98,7 @@ class _Shard:
         self._waiters = []  # (deferred, fail_when_down)
         self.idle = []
         self.blocking = set()
+        self._settling = {}  # busy blocking protocol -> [Deferred waiting for it to be idle]
 
     # -- the command connection ---------------------------------------------
 
@@ -249,9 +250,29 @@ class _Shard:
         self.blocking.discard(proto)
         if proto in self.idle:
             self.idle.remove(proto)
+        self._settled(proto)
+
+    def settle(self, timeout):
+        """Fire when every busy blocking connection is idle again (or after ``timeout``)."""
+        ds = []
+        for proto in self.blocking:
+            if proto not in self.idle:
+                d = defer.Deferred()
+                self._settling.setdefault(proto, []).append(d)
+                ds.append(d)
+        if not ds:
+            return defer.succeed(None)
+        d = defer.DeferredList(ds)
+        d.addTimeout(timeout, self.layer.reactor)
+        return d.addErrback(lambda f: None)
+
+    def _settled(self, proto):
+        for d in self._settling.pop(proto, ()):
+            d.callback(None)
 
     def release(self, proto):
         """Give back a blocking connection that has no command outstanding."""
+        self._settled(proto)
         if not proto.connected or proto not in self.blocking:
             return
         if self.state == "up" and len(self.idle) < IDLE_BLOCKING:
@@ -522,6 +543,12 @@ class RedisChannelLayer(service.Service):
         super().stopService()
         for receive in list(self._receives):
             receive.deferred.cancel()
+        # Let cancelled BLPOPs end (a message Redis had just handed one goes
+        # back to its list) before closing the connections.
+        settled = defer.DeferredList([s.settle(1.0) for s in self._shards])
+        return settled.addCallback(self._close)
+
+    def _close(self, _):
         unread = sum(len(b) for b in self._buffers.values())
         if unread:
             self._stats["messages_lost"] += unread

@@ -8,7 +8,12 @@ import hashlib
 from collections import deque
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import txredisapi
+import warnings
+
+with warnings.catch_warnings():
+    # txredisapi builds a set mixing bytes and str at import time.
+    warnings.simplefilter("ignore", BytesWarning)
+    import txredisapi
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.logger import Logger
