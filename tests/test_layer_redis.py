@@ -152,6 +152,20 @@ class RedisLayerTests(RedisLayerCase):
         d.cancel()
         d.addErrback(lambda f: f.trap(defer.CancelledError))
 
+    async def test_concurrent_receives_on_one_prefix(self):
+        """Several receives waiting on one process prefix all get messages from one burst."""
+        prefix = unique_prefix()
+        reader = self.layer(prefix=prefix)
+        sender = self.layer(prefix=prefix)
+        await reader.whenConnected()
+        before = blocked_clients(self.server)
+        ds = [reader.receive(["iface.c!"]) for _ in range(3)]
+        await until(lambda: blocked_clients(self.server) == before + 3)
+        for i in range(3):
+            await sender.send(f"iface.c!{i}", {"i": i})
+        got = sorted([(await d)[1]["i"] for d in ds])
+        self.assertEqual(got, [0, 1, 2])
+
     async def test_group_send_round_trips(self):
         """A group send to 600 members (half process-specific) is one command in Redis, not 600."""
         layer = self.layer(capacity=5)

@@ -29,12 +29,7 @@ from ..exceptions import ChannelFull, LayerUnavailable
 from . import _redis_scripts as scripts
 from ._inmemory import CapacityRules
 from ._interfaces import IChannelLayer
-from ._redis_connection import (
-    ConnectionError,
-    RedisAddress,
-    RedisClientFactory,
-    ResponseError,
-)
+from ._redis_connection import ConnectionError, RedisAddress, RedisClientFactory
 from ._validation import (
     new_channel_name,
     process_prefix,
@@ -310,6 +305,7 @@ class _Receive:
 
     def __init__(self, layer, keys):
         self.layer = layer
+        self.keys = keys
         self.done = False
         self.pending = {}  # shard -> protocol blocked in BLPOP (None while connecting)
         self.plan = {}  # shard -> [redis key]
@@ -394,6 +390,8 @@ class _Receive:
         if self.done:
             self.pending.pop(shard, None)
             shard.release(proto)
+            # Another receive may be waiting on this prefix: serve it.
+            layer._feed_waiters(prefix)
             return
         item = layer._from_buffers([prefix])
         if item is None:
@@ -402,6 +400,7 @@ class _Receive:
         self.pending.pop(shard, None)
         shard.release(proto)
         self._finish(item)
+        layer._feed_waiters(prefix)
 
     def _popped(self, reply, shard, proto):
         if reply is None:
@@ -821,6 +820,16 @@ class RedisChannelLayer(service.Service):
                     self._stats["messages_delivered"] += 1
                     return item
         return None
+
+    def _feed_waiters(self, prefix):
+        """Hand messages buffered for ``prefix`` to receives already waiting on it."""
+        for receive in list(self._receives):
+            if not self._buffers.get(prefix):
+                return
+            if not receive.done and prefix in receive.keys:
+                item = self._from_buffers([prefix])
+                if item is not None:
+                    receive._finish(item)
 
     def _taken(self, shard, prefix, name):
         """A BLPOP took a message of ``name`` (under ``prefix``): lower its count in Redis."""
