@@ -480,12 +480,15 @@ class _Ordering:
         """``order`` is done: record it and move its parked successors back."""
         disconnect = self.message.channel.name == _DISCONNECT
         if self.slight:
-            if order == 0:
-                if not disconnect:
-                    self.markers.create("done", 0)
-                    self.release_from(1, held)
-            elif disconnect:
+            if disconnect:
                 self.markers.expire_soon("done", 0, self.timeout)
+                return
+            if order == 0:
+                self.markers.create("done", 0)
+            # Messages parked before the connect finished, that neither the
+            # connect's scan (which stops at a message that never parked)
+            # nor their own re-check released, are found from here.
+            self.release_from(order + 1, held)
             return
         if not disconnect:
             if not self.markers.create("done", order):
@@ -544,7 +547,10 @@ class _Ordering:
             return
         pred = self.predecessor(order)
         if markers.exists("done", pred):
-            self.release(order, held=False)
+            if self.release(order, held=False):
+                _log.warn("Message {order} of {reply} was released only by its timeout "
+                          "(message {pred} finished without releasing it)",
+                          order=order, reply=self.reply, pred=pred)
             return
         if not markers.create("claim", order):
             return

@@ -340,6 +340,17 @@ class SlightOrderingTests(OrderingTestsMixin, unittest.SynchronousTestCase):
         self.assertEqual(self.ran, [0, 3, 1])
         self.assertEqual(self.queued(), {})
 
+    def test_message_that_ran_at_once_releases_the_next(self):
+        """A message parked before the connect finished is released by its predecessor running."""
+        self.consumer(self.message(2))
+        self.consumer(self.message(0))
+        # The connect's scan stopped at 1, which never parked.
+        self.assertEqual(self.queued(), {})
+        self.consumer(self.message(1))
+        self.assertEqual(self.queued(), {"websocket.receive": 1})
+        drain(self.layer, self.consumer)
+        self.assertEqual(self.ran, [0, 1, 2])
+
     def test_gap_does_not_strand_later_messages(self):
         """A message whose connect finished elsewhere without releasing it is released at its timeout."""
         self.consumer(self.message(2))

@@ -1,6 +1,8 @@
 """enforce_ordering under a real WorkerService with 8 threads (concurrency tests)."""
 
 from twisted.internet import defer, reactor
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from chanserve.layers import InMemoryChannelLayer
@@ -8,6 +10,7 @@ from chanserve.layers._validation import new_channel_name
 from chanserve.worker import WorkerService
 from tests.project import ordering_consumers
 from tests.project.ordering_models import OrderRecord, ensure_table, orders
+from tests.test_sessions import use_settings
 
 THREADS = 8
 
@@ -20,6 +23,14 @@ class OrderingWorkerTests(unittest.TestCase):
     def setUp(self):
         ensure_table()
         self.layer = InMemoryChannelLayer(reactor=reactor, capacity=5000)
+        self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.addCleanup(self.assertNoLateRelease)
+
+    def assertNoLateRelease(self):
+        """Every parked message was moved back at once, none by its timeout."""
+        late = [e for e in self.log if "enforce_ordering" in e.get("log_format", "")
+                or "released only" in e.get("log_format", "")]
+        self.assertEqual(late, [])
 
     def start_worker(self, routing):
         worker = WorkerService(self.layer, reactor, routing, threads=THREADS)
@@ -39,14 +50,33 @@ class OrderingWorkerTests(unittest.TestCase):
             self.successResultOf(self.layer.send(channel, content))
 
     @defer.inlineCallbacks
-    def test_strict_500_in_order(self):
-        """Strict: 500 messages sent back to back run one after another, in order."""
+    def check_strict(self, count):
         self.start_worker(ordering_consumers.strict_routing)
         reply = new_channel_name("chanserve.strict!")
-        done = ordering_consumers.notify_when(reply, 500, reactor)
-        self.send_socket(reply, 500)
+        done = ordering_consumers.notify_when(reply, count, reactor)
+        self.send_socket(reply, count)
         yield done
-        self.assertEqual(orders(reply), list(range(500)))
+        self.assertEqual(orders(reply), list(range(count)))
+
+    def test_strict_500_in_order(self):
+        """
+        Strict: 500 messages sent back to back run one after another, in order.
+
+        Ordering state in a cache session engine (the database engine is
+        exercised by the next test and across processes in test_ordering_redis).
+        """
+        # A cache that never evicts: an evicted parked message is lost (then
+        # its socket is closed after the timeout), which isn't what this tests.
+        use_settings(
+            self, CHANNEL_SESSION_ENGINE="django.contrib.sessions.backends.cache",
+            CACHES={"default": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "LOCATION": "chanserve-ordering-tests", "OPTIONS": {"MAX_ENTRIES": 1000000}}})
+        return self.check_strict(500)
+
+    def test_strict_in_order_database_engine(self):
+        """Strict, with ordering state in the database session engine: 100 messages in order."""
+        return self.check_strict(100)
 
     @defer.inlineCallbacks
     def test_unordered_control(self):

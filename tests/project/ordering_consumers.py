@@ -5,10 +5,12 @@ Consumers for the ordering tests: each run is recorded in the database.
 once ``count`` runs of ``socket``'s messages were recorded in this process.
 """
 
+import os
 import threading
 
 from twisted.internet import defer
 
+from chanserve import Channel
 from chanserve.routing import route
 from chanserve.sessions import channel_session, enforce_ordering
 
@@ -33,7 +35,12 @@ def notify_when(socket, count, reactor):
 def _record(message, room=None):
     socket = message.reply_channel.name
     OrderRecord.objects.create(
-        socket=socket, channel=message.channel.name, order=message.content["order"], room=room)
+        socket=socket, channel=message.channel.name, order=message.content["order"], room=room,
+        pid=os.getpid())
+    if message.content.get("announce"):
+        # For tests in other processes: held, so it leaves once this consumer is done.
+        Channel("ordering-done", channel_layer=message.channel_layer).send(
+            {"socket": socket, "order": message.content["order"]})
     with _lock:
         n = _counts[socket] = _counts.get(socket, 0) + 1
         waiter = _waiters.get(socket)
@@ -87,4 +94,12 @@ slight_routing = [
 unordered_routing = [
     route("websocket.connect", record_unordered),
     route("websocket.receive", record_unordered),
+]
+
+# Worker processes on Redis: strict under /strict/, slight under /slight/.
+redis_routing = [
+    route("websocket.connect", strict_consumer, path=r"^/strict/"),
+    route("websocket.receive", strict_consumer, path=r"^/strict/"),
+    route("websocket.connect", slight_connect, path=r"^/slight/"),
+    route("websocket.receive", slight_receive, path=r"^/slight/"),
 ]

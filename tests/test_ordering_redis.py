@@ -1,0 +1,112 @@
+"""
+enforce_ordering across processes: two ``twistd chanserve --worker-only``
+processes (8 threads each) on a real Redis, sharing one SQLite database.
+"""
+
+import os
+import secrets
+import sqlite3
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from chanserve.layers import RedisChannelLayer
+from chanserve.layers._validation import new_channel_name
+from tests.project.ordering_models import CREATE_TABLE_SQL
+
+from .redis_server import shared_server
+from .twistd_process import TwistdProcess
+
+SETTINGS = "tests.project.settings_ordering_redis"
+
+
+class TwoWorkerProcessesTests(unittest.TestCase):
+    """One socket's messages spread over two worker processes still run in order."""
+
+    timeout = 120
+
+    def setUp(self):
+        redis = shared_server()
+        prefix = "order-" + secrets.token_hex(4)
+        self.db = os.path.abspath(self.mktemp()) + ".sqlite3"
+        os.makedirs(os.path.dirname(self.db), exist_ok=True)
+        with sqlite3.connect(self.db) as db:
+            # WAL: the processes' readers don't wait for each other's writers.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(CREATE_TABLE_SQL)
+        env = {"CHANSERVE_TEST_REDIS": redis.url, "CHANSERVE_TEST_REDIS_PREFIX": prefix,
+               "CHANSERVE_TEST_DB": self.db}
+        self.workers = []
+        for i in range(2):
+            worker = TwistdProcess(SETTINGS, ["--worker-only", "--threads", "8"], listen=False,
+                                   env=env, migrate=(i == 0))
+            self.addCleanup(worker.stop)
+            worker.start()
+            self.workers.append(worker)
+        self.layer = RedisChannelLayer(hosts=[redis.url], prefix=prefix, capacity=5000,
+                                       reactor=reactor)
+        self.layer.startService()
+        self.addCleanup(self.layer.stopService)
+
+    def records(self, socket):
+        with sqlite3.connect(self.db) as db:
+            return db.execute(
+                'SELECT "order", room, pid FROM chanserve_ordering_record WHERE socket = ? '
+                'ORDER BY id', (socket,)).fetchall()
+
+    async def send(self, reply, order, path):
+        if order == 0:
+            channel, content = "websocket.connect", {"headers": [], "query_string": b""}
+        else:
+            channel, content = "websocket.receive", {"text": str(order)}
+        content.update(reply_channel=reply, order=order, path=path, announce=True)
+        await self.layer.send(channel, content)
+
+    async def wait_done(self, count):
+        """Wait for ``count`` announcements on ``ordering-done`` (one per consumer run)."""
+        for _ in range(count):
+            await self.layer.receive(["ordering-done"])
+
+    def logs(self):
+        return "\n".join(w.log() for w in self.workers)
+
+    def assertNoLateRelease(self):
+        """No message needed its timeout to be released (each was moved back at once)."""
+        self.assertNotIn("released only by its timeout", self.logs())
+        self.assertNotIn("never finished", self.logs())
+
+    @defer.inlineCallbacks
+    def test_strict_500_in_order(self):
+        """Strict: 500 messages sent back to back run in order though both processes take them."""
+        async def run():
+            reply = new_channel_name("chanserve.strict!")
+            for order in range(500):
+                await self.send(reply, order, "/strict/")
+            await self.wait_done(500)
+            return reply
+        reply = yield defer.Deferred.fromCoroutine(run())
+        records = self.records(reply)
+        self.assertEqual([r[0] for r in records], list(range(500)), self.logs())
+        self.assertEqual(len({r[2] for r in records}), 2, "both worker processes took part")
+        self.assertNoLateRelease()
+
+    @defer.inlineCallbacks
+    def test_slight_receivers_see_room(self):
+        """Slight: every receive sees the room its socket's connect saved, across processes."""
+        sockets = [(new_channel_name("chanserve.slight!"), f"room{i}") for i in range(12)]
+
+        async def run():
+            for order in range(20):
+                for reply, room in sockets:
+                    await self.send(reply, order, f"/slight/{room}")
+            await self.wait_done(20 * len(sockets))
+        yield defer.Deferred.fromCoroutine(run())
+        pids = set()
+        for reply, room in sockets:
+            records = self.records(reply)
+            self.assertEqual(len(records), 20)
+            self.assertEqual(records[0][:2], (0, f"slight/{room}"))
+            self.assertEqual({r[1] for r in records}, {f"slight/{room}"}, self.logs())
+            pids.update(r[2] for r in records)
+        self.assertEqual(len(pids), 2, "both worker processes took part")
+        self.assertNoLateRelease()
