@@ -612,6 +612,11 @@ def enforce_ordering(func=None, *, slight=False, timeout=None):
             if not ordering.may_run(order):
                 ordering.park(order)
                 return None
+            loaded = getattr(message, "channel_session", None)
+            if loaded is not None:
+                # An outer @channel_session loaded it before the predecessor
+                # may have saved: read it again.
+                loaded.__dict__.pop("_session_cache", None)
             try:
                 result = wrapped(message, *args, **kwargs)
             except ConsumeLater:

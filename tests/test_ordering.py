@@ -19,6 +19,7 @@ from chanserve.sessions import (
     channel_session_key,
     enforce_ordering,
     get_channel_session_engine,
+    session_for_reply_channel,
 )
 from tests.test_sessions import use_settings
 
@@ -279,6 +280,28 @@ class StrictOrderingTests(OrderingTestsMixin, unittest.SynchronousTestCase):
         route(self.message(0))
         drain(self.layer, route)
         self.assertEqual(seen, ["lobby"])
+
+    def test_outer_channel_session_reloaded(self):
+        """With @channel_session outside @enforce_ordering, the session is read after the check."""
+        seen = []
+
+        @enforce_ordering
+        def ordered(message):
+            seen.append(dict(message.channel_session))
+            message.channel_session["last"] = message.content["order"]
+
+        def connect_finishes_meanwhile(func):
+            def inner(message):
+                if message.content["order"] == 1:
+                    # Message 1's session is already loaded; message 0 now
+                    # runs to the end before 1's order check.
+                    channel_session(ordered)(self.message(0))
+                return func(message)
+            return inner
+        consumer = channel_session(connect_finishes_meanwhile(ordered))
+        consumer(self.message(1))
+        self.assertEqual(seen, [{}, {"last": 0}])
+        self.assertEqual(session_for_reply_channel(self.reply)["last"], 1)
 
     def test_disconnect_leaves_nothing_behind(self):
         """After the disconnect message ran, no ordering record nor session of the socket remains."""
