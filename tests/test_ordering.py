@@ -399,3 +399,35 @@ class SlightOrderingTests(OrderingTestsMixin, unittest.SynchronousTestCase):
         from django.utils import timezone
         self.assertLess((record.expire_date - timezone.now()).total_seconds(),
                         DEFAULT_ORDERING_TIMEOUT + 5)
+
+
+class ConsumerClientOrderingTests(unittest.SynchronousTestCase):
+    """The seed's ordered chat under chanserve.testing.ConsumerClient (what users test with)."""
+
+    def setUp(self):
+        from tests.project import ensure_database
+        ensure_database()
+
+    def test_receive_before_connect(self):
+        """A receive consumed before its connect waits, then runs with the connect's session."""
+        from chanserve.routing import route
+        from chanserve.testing import ConsumerClient
+
+        @enforce_ordering(slight=True)
+        @channel_session
+        def ws_connect(message):
+            message.channel_session["room"] = message.content["path"].strip("/")
+
+        @enforce_ordering(slight=True)
+        @channel_session
+        def ws_message(message):
+            message.reply_channel.send(
+                {"text": message.channel_session["room"] + ": " + message.content["text"]})
+
+        routing = [route("websocket.connect", ws_connect), route("websocket.receive", ws_message)]
+        with ConsumerClient(routing) as client:
+            client.send_and_consume("websocket.receive", path="/lobby/", text="early", order=1)
+            self.assertEqual(client.replies(), [])
+            client.send_and_consume("websocket.connect", path="/lobby/", order=0)
+            client.consume_all()
+            self.assertEqual(client.replies(), [{"accept": True}, {"text": "lobby: early"}])
