@@ -283,6 +283,16 @@ class RedisLayerTests(RedisLayerCase):
         self.assertTrue(layer.running)
         self.assertEqual(await layer.receive(["lazy"]), ("lazy", {"a": 1}))
 
+    async def test_stopped_layer_stays_stopped(self):
+        """After stopService the layer refuses work with LayerUnavailable instead of reconnecting."""
+        layer = self.layer()
+        await layer.send("before.stop", {"a": 1})
+        await layer.stopService()
+        with self.assertRaises(LayerUnavailable):
+            await layer.send("after.stop", {"a": 2})
+        self.assertFalse(layer.running)
+        self.assertEqual(self.server.command("LLEN", f"{layer.prefix}:c:after.stop"), 0)
+
     async def test_cancelled_receives_free_their_connections(self):
         """Receives cancelled while blocked end their BLPOP: connections are reused, none pile up."""
         layer = self.layer()

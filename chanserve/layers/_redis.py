@@ -525,6 +525,7 @@ class RedisChannelLayer(service.Service):
         self._journal_adds = 0
         self._decrements = {}  # process prefix -> names read but not yet uncounted in Redis
         self._stats = dict.fromkeys(_COUNTERS, 0)
+        self._stopped = False
 
     def __repr__(self):
         return f"<RedisChannelLayer {', '.join(map(str, self.hosts))} prefix={self.prefix!r}>"
@@ -533,12 +534,14 @@ class RedisChannelLayer(service.Service):
 
     def startService(self):
         """Connect to every shard (reconnecting with backoff from then on)."""
+        self._stopped = False
         super().startService()
         for shard in self._shards:
             shard.start()
 
     def stopService(self):
         """Cancel pending receives and close every connection; fires when all are closed."""
+        self._stopped = True
         super().stopService()
         for receive in list(self._receives):
             receive.deferred.cancel()
@@ -565,7 +568,7 @@ class RedisChannelLayer(service.Service):
             consumeErrors=True).addCallback(lambda _: None)
 
     def _ensure_running(self):
-        if not self.running:
+        if not self.running and not self._stopped:
             # Used without being started as a service (a management command,
             # a shell): connect on first use.
             self.startService()
