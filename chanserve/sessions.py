@@ -563,7 +563,8 @@ class _Ordering:
             return
         _log.warn(
             "Closing {reply}: message {order} on {channel} waited {timeout}s for message "
-            "{pred}, which never finished (enforce_ordering)",
+            "{pred}, which never finished (enforce_ordering; was it lost, or is its consumer "
+            "not decorated with @enforce_ordering too?)",
             reply=self.reply, order=order, channel=data["channel"], timeout=self.timeout,
             pred=pred)
         d = Channel(self.reply, channel_layer=self.layer).send({"close": 1011}, immediately=True)
@@ -598,8 +599,16 @@ def enforce_ordering(func=None, *, slight=False, timeout=None):
     (no worker waits for it) and put back on its channel the moment its
     predecessor finishes. If the predecessor doesn't finish within
     ``timeout`` seconds (``CHANNEL_ORDERING_TIMEOUT``, default 60) the socket
-    is closed (code 1011) and the reason logged. The consumer gets
-    ``message.channel_session``, loaded after its predecessor saved it.
+    is closed (code 1011) and the reason logged; make it longer than your
+    slowest consumer runs. The consumer gets ``message.channel_session``,
+    loaded after its predecessor saved it.
+
+    Every consumer of the socket's messages must be decorated (the
+    ``websocket.connect`` one at least, in slight mode): only decorated
+    consumers record that a message finished. Ordering state lives in the
+    channel session engine; a cache engine that evicts entries can lose a
+    parked message (its socket is then closed after the timeout), so prefer
+    ``db`` or ``cached_db`` for ordering.
     """
     def decorator(func):
         wrapped = channel_session(func)
