@@ -561,6 +561,16 @@ class _Ordering:
             markers.delete("claim", order)
         if data is None:
             return
+        if data["channel"] == _DISCONNECT:
+            # The socket is gone already: let its disconnect consumer clean up.
+            _log.warn(
+                "Message {pred} of {reply} never finished; running its disconnect (message "
+                "{order}) without it (enforce_ordering)",
+                reply=self.reply, order=order, pred=pred)
+            markers.create("done", pred)
+            Channel(data["channel"], channel_layer=self.layer).send(
+                _decode_content(data["content"]), immediately=True)
+            return
         _log.warn(
             "Closing {reply}: message {order} on {channel} waited {timeout}s for message "
             "{pred}, which never finished (enforce_ordering; was it lost, or is its consumer "

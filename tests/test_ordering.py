@@ -214,6 +214,20 @@ class StrictOrderingTests(OrderingTestsMixin, unittest.SynchronousTestCase):
         self.consumer(self.message(1))
         self.assertEqual(self.queued(), {})
 
+    def test_disconnect_runs_after_timeout(self):
+        """A disconnect whose predecessor never finished runs at the timeout (cleanup), no close."""
+        @enforce_ordering
+        @channel_session
+        def consumer(message):
+            self.ran.append(message.channel.name)
+        # The connect never reached an ordered consumer (e.g. refused by an outer decorator).
+        consumer(self.message(1, disconnect=True))
+        self.clock.advance(DEFAULT_ORDERING_TIMEOUT)
+        drain(self.layer, consumer)
+        self.assertEqual(self.ran, ["websocket.disconnect"])
+        self.assertEqual(self.replies(), [])
+        self.assertEqual(socket_markers(self.reply), [])
+
     def test_timeout_setting_and_argument(self):
         """CHANNEL_ORDERING_TIMEOUT sets the wait; the decorator's timeout= overrides it."""
         use_settings(self, CHANNEL_ORDERING_TIMEOUT=5)
