@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TRIAL_ARGS ?= tests
 
-.PHONY: all install test run run-redis redis-server conformance bench docs clean
+.PHONY: all install test run run-redis redis-server chromium conformance bench docs clean
 
 all: install
 
@@ -30,7 +30,13 @@ redis-server:
 	  echo "installing redis-server with apt-get"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-test: install redis-server
+# The browser tests drive Debian's Chromium through Selenium.
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+	  echo "installing chromium and chromium-driver with apt-get"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: install redis-server chromium
 	$(BIN)/python -b -m twisted.trial --random=0 $(TRIAL_ARGS)
 
 run: install

@@ -165,4 +165,6 @@ def make_chanserve_service(options, reactor):
             endpoints = [DEFAULT_ENDPOINT]
         server = InterfaceServer(layer, reactor, endpoints, **_server_options(options))
         server.setServiceParent(top)
+    from .systemd import add_notifier
+    add_notifier(top, reactor, layer)
     return top

@@ -139,6 +139,10 @@ def _check_endpoint(description):
     from twisted.internet.testing import MemoryReactor
     try:
         endpoints.serverFromString(MemoryReactor(), description)
+    except IndexError:
+        raise usage.UsageError(
+            f"--endpoint {description!r}: no such socket was passed by systemd "
+            f"(LISTEN_FDS/LISTEN_PID, or a name not in LISTEN_FDNAMES)")
     except (ValueError, TypeError, KeyError) as e:
         raise usage.UsageError(f"--endpoint {description!r} is not a valid server endpoint: {e}")
 
