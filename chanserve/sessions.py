@@ -479,6 +479,8 @@ class _Ordering:
     def finished(self, order, held=True):
         """``order`` is done: record it and move its parked successors back."""
         disconnect = self.message.channel.name == _DISCONNECT
+        if disconnect:
+            self.markers.delete("closed", 0)
         if self.slight:
             if disconnect:
                 self.markers.expire_soon("done", 0, self.timeout)
@@ -508,17 +510,9 @@ class _Ordering:
 
     def release(self, order, held=True):
         """Move parked message ``order`` back onto its channel (once, whoever asks)."""
-        markers = self.markers
-        if not markers.create("claim", order):
+        data = self.take(order)
+        if data is None:
             return False
-        try:
-            data = markers.load("park", order)
-            if data is None:
-                return False
-            markers.delete("park", order)
-        finally:
-            markers.delete("claim", order)
-        _timers.cancel(self.layer.reactor, markers.key("park", order))
         Channel(data["channel"], channel_layer=self.layer).send(
             _decode_content(data["content"]), immediately=not held)
         return True
@@ -541,7 +535,11 @@ class _Ordering:
                     self.release_from(order + 1)
 
     def check_parked(self, order):
-        """A parked message's time is up: release it, or close the socket."""
+        """
+        A parked message's time is up: release it if its predecessor is done;
+        wait on if the predecessor is itself parked (the head of the chain
+        decides); else close the socket (once) and drop what waits.
+        """
         markers = self.markers
         if not markers.exists("park", order):
             return
@@ -552,13 +550,12 @@ class _Ordering:
                           "(message {pred} finished without releasing it)",
                           order=order, reply=self.reply, pred=pred)
             return
-        if not markers.create("claim", order):
+        closed = markers.exists("closed", 0)
+        if not closed and markers.exists("park", pred):
+            _timers.arm(self.layer.reactor, markers.key("park", order), self.timeout,
+                        functools.partial(self.check_parked, order))
             return
-        try:
-            data = markers.load("park", order)
-            markers.delete("park", order)
-        finally:
-            markers.delete("claim", order)
+        data = self.take(order)
         if data is None:
             return
         if data["channel"] == _DISCONNECT:
@@ -571,6 +568,10 @@ class _Ordering:
             Channel(data["channel"], channel_layer=self.layer).send(
                 _decode_content(data["content"]), immediately=True)
             return
+        if closed or not markers.create("closed", 0):
+            _log.debug("Dropping message {order} of {reply}: the socket was closed for "
+                       "a missing message", order=order, reply=self.reply)
+            return
         _log.warn(
             "Closing {reply}: message {order} on {channel} waited {timeout}s for message "
             "{pred}, which never finished (enforce_ordering; was it lost, or is its consumer "
@@ -580,6 +581,20 @@ class _Ordering:
         d = Channel(self.reply, channel_layer=self.layer).send({"close": 1011}, immediately=True)
         if d is not None and hasattr(d, "addErrback"):
             d.addErrback(lambda f: _log.failure("Could not close {reply}", f, reply=self.reply))
+
+    def take(self, order):
+        """Remove parked message ``order`` (once, whoever asks): its data, or None."""
+        markers = self.markers
+        if not markers.create("claim", order):
+            return None
+        try:
+            data = markers.load("park", order)
+            if data is not None:
+                markers.delete("park", order)
+        finally:
+            markers.delete("claim", order)
+        _timers.cancel(self.layer.reactor, markers.key("park", order))
+        return data
 
 
 def _message_order(message):

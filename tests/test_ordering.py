@@ -71,7 +71,7 @@ def drain(layer, consumer):
 def socket_markers(reply):
     """The session-engine records ordering keeps for a socket (by key prefix)."""
     markers = _Markers(get_channel_session_engine(), reply)
-    keys = [markers.key(kind, n) for kind in ("done", "park", "claim") for n in range(12)]
+    keys = [markers.key(kind, n) for kind in ("done", "park", "claim", "closed") for n in range(12)]
     return list(Session.objects.filter(session_key__in=keys).values_list("session_key", flat=True))
 
 
@@ -208,11 +208,41 @@ class StrictOrderingTests(OrderingTestsMixin, unittest.SynchronousTestCase):
         warnings = [e for e in self.log if "never finished" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1)
         self.assertEqual((warnings[0]["order"], warnings[0]["pred"]), (2, 1))
-        self.assertEqual(socket_markers(self.reply), [_Markers(
-            get_channel_session_engine(), self.reply).key("done", 0)])
+        markers = _Markers(get_channel_session_engine(), self.reply)
+        self.assertEqual(sorted(socket_markers(self.reply)),
+                         sorted([markers.key("done", 0), markers.key("closed", 0)]))
         # A late predecessor finds nothing left to release.
         self.consumer(self.message(1))
         self.assertEqual(self.queued(), {})
+
+    def test_long_chain_making_progress_not_closed(self):
+        """A message waiting behind a parked predecessor isn't timed out while the chain can move."""
+        self.consumer(self.message(0))
+        self.consumer(self.message(3))
+        self.clock.advance(DEFAULT_ORDERING_TIMEOUT - 1)
+        self.consumer(self.message(2))
+        self.clock.advance(1)
+        # 3's time is up, but 2 (parked later) still waits for 1 within its own time.
+        self.consumer(self.message(1))
+        drain(self.layer, self.consumer)
+        self.assertEqual(self.ran, [0, 1, 2, 3])
+        self.assertEqual(self.replies(), [])
+
+    def test_one_close_for_a_broken_chain(self):
+        """When the head of a chain of parked messages times out, the socket is closed once."""
+        self.consumer(self.message(0))
+        for n in (4, 2, 3):
+            self.consumer(self.message(n))
+        self.clock.advance(DEFAULT_ORDERING_TIMEOUT)
+        self.assertEqual(self.replies(), [{"close": 1011}])
+        self.clock.advance(DEFAULT_ORDERING_TIMEOUT)
+        self.assertEqual(self.replies(), [])
+        warnings = [e for e in self.log if "never finished" in e.get("log_format", "")]
+        self.assertEqual([e["order"] for e in warnings], [2])
+        markers = _Markers(get_channel_session_engine(), self.reply)
+        self.assertEqual(sorted(socket_markers(self.reply)),
+                         sorted([markers.key("done", 0), markers.key("closed", 0)]))
+        self.assertEqual(self.ran, [0])
 
     def test_disconnect_runs_after_timeout(self):
         """A disconnect whose predecessor never finished runs at the timeout (cleanup), no close."""
