@@ -1,7 +1,6 @@
 """Views of the Django comparison project (tests/test_django*.py, runserver tests)."""
 
 import hashlib
-import json
 
 from django.contrib.auth import authenticate, login
 from django.http import (
@@ -138,7 +137,3 @@ def later(request):
 
 def no_content(request):
     return HttpResponse(b"ignored", status=204)
-
-
-def json_echo(request):
-    return HttpResponse(json.dumps({"ok": True}), content_type="application/json")

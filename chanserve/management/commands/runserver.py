@@ -9,7 +9,6 @@ import sys
 from datetime import datetime
 
 from django.conf import settings
-from django.core.management.base import CommandError
 from django.core.management.commands.runserver import Command as DjangoRunserverCommand
 from django.db import connections
 from django.utils import autoreload
