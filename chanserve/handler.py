@@ -300,7 +300,7 @@ class AsgiRequest(http.HttpRequest):
             if key in meta:
                 value = meta[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
             meta[key] = value
-        self._set_content_type_params(meta)
+        self._content_type_params(meta)
 
         layer = getattr(message, "channel_layer", None)
         body_channel = content.get("body_channel")
@@ -309,6 +309,26 @@ class AsgiRequest(http.HttpRequest):
             layer=layer if body_channel else None,
             channel=body_channel if layer is not None else None,
             timeout=self.body_receive_timeout, clock=clock)
+
+    def _content_type_params(self, meta):
+        """Set content_type, content_params and encoding (like Django's request classes)."""
+        setter = getattr(super(), "_set_content_type_params", None)
+        if setter is not None:
+            setter(meta)
+            return
+        import codecs
+
+        from django.utils.http import parse_header_parameters
+        self.content_type, self.content_params = parse_header_parameters(
+            meta.get("CONTENT_TYPE", ""))
+        charset = self.content_params.get("charset")
+        if charset:
+            try:
+                codecs.lookup(charset)
+            except LookupError:
+                pass
+            else:
+                self.encoding = charset
 
     def _get_scheme(self):
         return self._scheme
