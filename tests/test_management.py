@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 import uuid
 
+import websocket
+
 from django.core.management import call_command, get_commands, load_command_class
 from django.core.management.base import CommandError
 from django.test.utils import override_settings
@@ -174,6 +176,10 @@ class RunserverProcessTests(unittest.TestCase):
         self.assertEqual(get(self.url("/static/chanserve/missing.css"))[0], 404)
         self.assertEqual(get(self.url("/django/%C3%BCn%C3%AFcode/w%C3%B6rd/?q=%C3%A7a"))[1].decode(),
                          "word=wörd q=ça path=/django/ünïcode/wörd/")
+        # WebSockets on the same port (the default websocket.connect route accepts).
+        socket_ = websocket.create_connection(f"ws://127.0.0.1:{self.port}/chat/", timeout=10)
+        self.assertTrue(socket_.connected)
+        socket_.close()
         self.assertEqual(proc.signal(signal.SIGINT), 0)
         self.assertIn('"GET /django/hello/" 200 17', proc.log())
 
