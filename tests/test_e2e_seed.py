@@ -10,6 +10,7 @@ sockets and paths.
 import http.client
 import json
 import socket
+import time
 
 import websocket
 from twisted.trial.unittest import SynchronousTestCase
@@ -77,8 +78,23 @@ class SeedTests(SynchronousTestCase):
         finally:
             ws.close()
 
+    def chat_size(self):
+        status, _, body = http_get(self.port, "/chat-size/")
+        self.assertEqual(status, 200)
+        return int(body)
+
+    def wait_for_chat_size(self, expected):
+        """Wait (up to TIMEOUT) until the chat group has ``expected`` members; assert it."""
+        deadline = time.monotonic() + TIMEOUT
+        size = self.chat_size()
+        while size != expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+            size = self.chat_size()
+        self.assertEqual(size, expected)
+
     def test_group_chat(self):
         """Two clients of the seed's chat both receive what either sends."""
+        self.wait_for_chat_size(0)
         first = ws_connect(self.port, "/chat/")
         second = ws_connect(self.port, "/chat/")
         try:
@@ -92,19 +108,23 @@ class SeedTests(SynchronousTestCase):
         finally:
             first.close()
             second.close()
+        self.wait_for_chat_size(0)
 
     def test_group_discard_on_disconnect(self):
-        """A chat client that left gets no more messages; the others still do."""
+        """The seed's disconnect consumer takes a closed socket out of the group; the rest still chat."""
+        self.wait_for_chat_size(0)
         leaving = ws_connect(self.port, "/chat/")
         staying = ws_connect(self.port, "/chat/")
-        leaving.close()
         try:
-            # Until the disconnect consumer ran the group may still hold the
-            # leaver; a send then only drops into its dead reply channel.
+            self.assertEqual(self.chat_size(), 2)
+            leaving.close()
+            # websocket.disconnect is consumed a moment after the close.
+            self.wait_for_chat_size(1)
             staying.send("after leave")
             self.assertEqual(staying.recv(), "[user] after leave")
         finally:
             staying.close()
+        self.wait_for_chat_size(0)
 
     def test_routing_kwargs(self):
         """Named groups of the route's path filter reach the consumer as kwargs."""

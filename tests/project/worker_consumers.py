@@ -42,6 +42,13 @@ def http_slow(message):
                                 "content": b"slow but complete", "more_content": False})
 
 
+def chat_size(message):
+    """Answers with the number of members of the seed chat's group (for discard tests)."""
+    size = len(Group("chat").channels())
+    message.reply_channel.send({"status": 200, "headers": [[b"content-type", b"text/plain"]],
+                                "content": str(size).encode(), "more_content": False})
+
+
 error_routing = [
     route("http.request", http_raises, path=r"^/http/$"),
     route("websocket.receive", ws_raises, path=r"^/ws/$"),
