@@ -14,9 +14,10 @@ from types import SimpleNamespace
 from django.contrib import auth
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 
-from .sessions import channel_session, http_session
+from .sessions import channel_and_http_session, channel_session, http_session
 
 __all__ = [
+    "channel_and_http_session_user_from_http",
     "channel_session_user",
     "channel_session_user_from_http",
     "get_session_user",
@@ -84,6 +85,20 @@ def channel_session_user_from_http(func):
     """
     @http_session_user
     @channel_session
+    @functools.wraps(func)
+    def inner(message, *args, **kwargs):
+        transfer_user(message.http_session, message.channel_session)
+        return func(message, *args, **kwargs)
+    return inner
+
+
+def channel_and_http_session_user_from_http(func):
+    """
+    ``channel_session_user_from_http`` that also keeps the HTTP session for
+    the socket's later messages (see ``channel_and_http_session``).
+    """
+    @http_session_user
+    @channel_and_http_session
     @functools.wraps(func)
     def inner(message, *args, **kwargs):
         transfer_user(message.http_session, message.channel_session)

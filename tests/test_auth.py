@@ -10,6 +10,7 @@ from twisted.trial import unittest
 
 from chanserve import Group
 from chanserve.auth import (
+    channel_and_http_session_user_from_http,
     channel_session_user,
     channel_session_user_from_http,
     http_session_user,
@@ -136,6 +137,27 @@ class ChannelSessionUserTests(AuthTestsMixin, unittest.SynchronousTestCase):
         self.assertEqual(users, [user, user])
         session = session_for_reply_channel(message.reply_channel)
         self.assertEqual(session[SESSION_KEY], str(user.pk))
+
+    def test_channel_and_http_session_user_from_http(self):
+        """The combined decorator gives the user and keeps the HTTP session for later messages."""
+        user = make_user("h")
+        seen = []
+
+        @channel_and_http_session_user_from_http
+        def connect(message):
+            message.http_session["visits"] = 1
+            seen.append(message.user)
+
+        @channel_session_user
+        def receive(message):
+            seen.append(message.user)
+        key = login_cookie(user)
+        message = self.connect_with_cookie(key)
+        connect(message)
+        receive(receive_message(self.layer, message.reply_channel.name))
+        self.assertEqual(seen, [user, user])
+        from django.contrib.sessions.backends.db import SessionStore
+        self.assertEqual(SessionStore(key)["visits"], 1)
 
     def test_anonymous_connect(self):
         """An anonymous handshake leaves later messages anonymous."""
