@@ -37,7 +37,8 @@ def free_port():
 class RedisServer:
     """One ``redis-server`` child process on 127.0.0.1:``port`` and a unix socket."""
 
-    def __init__(self, port=None, start=True, timeout=20.0):
+    def __init__(self, port=None, start=True, timeout=20.0, args=()):
+        self.args = list(args)
         self.port = port or free_port()
         self.directory = tempfile.mkdtemp(prefix="chanserve-redis-")
         self.unix_socket = os.path.join(self.directory, "redis.sock")
@@ -69,7 +70,7 @@ class RedisServer:
             "--unixsocket", self.unix_socket, "--unixsocketperm", "700",
             "--dir", self.directory, "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--logfile", "", "--loglevel", "notice",
-            "--databases", "4", "--protected-mode", "no",
+            "--databases", "4", "--protected-mode", "no", *self.args,
         ]
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -134,15 +135,23 @@ class RedisServer:
             self.process = None
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def command(self, *args):
+    def command(self, *args, password=None):
         """Run one Redis command over a blocking socket (for test set-up and checks)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout) as s:
-            parts = [b"*%d\r\n" % len(args)]
-            for a in args:
-                a = a if isinstance(a, bytes) else str(a).encode()
-                parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-            s.sendall(b"".join(parts))
-            return _read_reply(s.makefile("rb"))
+            f = s.makefile("rb")
+            if password is not None:
+                s.sendall(_encode(("AUTH", password)))
+                _read_reply(f)
+            s.sendall(_encode(args))
+            return _read_reply(f)
+
+
+def _encode(args):
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(parts)
 
 
 def _read_reply(f):

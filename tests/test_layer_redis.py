@@ -639,6 +639,19 @@ class RedisResilienceTests(RedisLayerCase):
         stats = await layer.statistics()
         self.assertEqual((stats["messages_lost"], stats["sends_unavailable"]), (1, 1))
 
+    async def test_password(self):
+        """A password in the URL authenticates; a wrong one makes sends fail with LayerUnavailable."""
+        self.server.kill()
+        self.server.args = ["--requirepass", "s3cret"]
+        self.server.start()
+        good = self.layer(hosts=[f"redis://:s3cret@127.0.0.1:{self.server.port}/2"])
+        await good.send("authed", {"ok": True})
+        self.assertEqual(self.server.command("SELECT", 2, password="s3cret"), "OK")
+        self.assertEqual(await good.receive(["authed"]), ("authed", {"ok": True}))
+        bad = self.layer(hosts=[f"redis://:wrong@127.0.0.1:{self.server.port}/0"])
+        with self.assertRaises(LayerUnavailable):
+            await bad.send("never", {"ok": False})
+
     async def test_redis_not_there_at_start(self):
         """With no Redis yet, sends fail fast; the layer connects once Redis starts."""
         self.server.kill()

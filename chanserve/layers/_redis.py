@@ -82,7 +82,8 @@ class _Shard:
         self.index = index
         self.address = address
         # The command connection (under ClientService) and the blocking ones.
-        self.factory = RedisClientFactory(address, layer.reactor, layer.command_timeout, self._lost)
+        self.factory = RedisClientFactory(address, layer.reactor, layer.command_timeout, self._lost,
+                                          on_made=self._made)
         self.blocking_factory = RedisClientFactory(
             address, layer.reactor, layer.command_timeout, self._blocking_lost)
         self.service = None
@@ -104,7 +105,7 @@ class _Shard:
         self.service = ClientService(
             endpoint, self.factory,
             retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=10.0, jitter=_jitter),
-            clock=layer.reactor, prepareConnection=self._prepare)
+            clock=layer.reactor)
         self.service.startService()
         self.service.whenConnected(failAfterFailures=1).addErrback(self._first_attempt_failed)
 
@@ -133,11 +134,27 @@ class _Shard:
                        address=self.address, error=f.getErrorMessage())
         self._fire_waiters(self._unavailable())
 
-    @defer.inlineCallbacks
-    def _prepare(self, proxy):
-        # ClientService hands us a proxy; the factory knows the protocol itself.
-        proto = self.factory.last_built
+    def _made(self, proto):
+        """A new command connection (made by ClientService): set it up, then we're up."""
         proto.on_lost = None
+        self._setup(proto).addErrback(self._setup_failed, proto)
+
+    def _setup_failed(self, f, proto):
+        # ClientService sees the connection end and tries again later.
+        # (Not a prepareConnection: its machine can't handle a connection
+        # lost while being prepared.)
+        if self.state == "stopped":
+            return
+        if not f.check(ConnectionError):
+            self._log.error("Setting up the connection to Redis at {address} failed: {error}",
+                            address=self.address, error=f.getErrorMessage())
+        if self.state == "connecting":
+            self.state = "down"
+            self._fire_waiters(self._unavailable())
+        proto.abort()
+
+    @defer.inlineCallbacks
+    def _setup(self, proto):
         yield proto.whenConnected()
         loads = [proto.command("SCRIPT", "LOAD", script.source) for script in scripts.ALL]
         info = yield proto.command("INFO", "server")

@@ -152,6 +152,13 @@ class RedisProtocol(txredisapi.BaseRedisProtocol):
         finally:
             del buf[:pos]
 
+    def connectionMade(self):
+        d = super().connectionMade()  # AUTH and SELECT; whenConnected() fires after
+        on_made = getattr(self.factory, "on_made", None)
+        if on_made is not None:
+            on_made(self)
+        return d
+
     def connectionLost(self, why=protocol.connectionDone):
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -189,12 +196,12 @@ class RedisClientFactory(protocol.Factory):
     isLazy = True
     noisy = False
 
-    def __init__(self, address, clock=None, timeout=None, on_lost=None):
+    def __init__(self, address, clock=None, timeout=None, on_lost=None, on_made=None):
         self.address = address
         self.clock = clock
         self.timeout = timeout
         self.on_lost = on_lost
-        self.last_built = None
+        self.on_made = on_made
 
     def buildProtocol(self, addr):
         p = RedisProtocol(password=self.address.password, dbid=self.address.db,
@@ -203,7 +210,6 @@ class RedisClientFactory(protocol.Factory):
         p.clock = self.clock
         p.timeout = self.timeout
         p.on_lost = self.on_lost
-        self.last_built = p
         return p
 
     def stopTrying(self):
