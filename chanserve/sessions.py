@@ -199,7 +199,7 @@ def channel_session(func):
     """
     @functools.wraps(func)
     def inner(message, *args, **kwargs):
-        if getattr(message, "channel_session", None) is not None:
+        if getattr(message, _SESSION_ACTIVE, False):
             return func(message, *args, **kwargs)
         if not message.reply_channel:
             raise ValueError(
@@ -207,15 +207,18 @@ def channel_session(func):
                 f"{message.channel.name!r} messages have none")
         session = session_for_reply_channel(message.reply_channel)
         message.channel_session = session
+        setattr(message, _SESSION_ACTIVE, True)
         try:
             result = func(message, *args, **kwargs)
-        except BaseException:
-            message.channel_session = None
-            raise
-        message.channel_session = None
+        finally:
+            setattr(message, _SESSION_ACTIVE, False)
         _persist_channel_session(session, message.channel.name)
         return result
     return inner
+
+
+# Set on a message while an outer @channel_session runs its consumer.
+_SESSION_ACTIVE = "_chanserve_channel_session_active"
 
 
 def _persist_channel_session(session, channel_name):
@@ -646,11 +649,10 @@ def enforce_ordering(func=None, *, slight=False, timeout=None):
             if not ordering.may_run(order):
                 ordering.park(order)
                 return None
-            loaded = getattr(message, "channel_session", None)
-            if loaded is not None:
+            if getattr(message, _SESSION_ACTIVE, False):
                 # An outer @channel_session loaded it before the predecessor
                 # may have saved: read it again.
-                loaded.__dict__.pop("_session_cache", None)
+                message.channel_session.__dict__.pop("_session_cache", None)
             try:
                 result = wrapped(message, *args, **kwargs)
             except ConsumeLater:

@@ -134,6 +134,12 @@ class ChannelSessionTests(unittest.SynchronousTestCase):
         ws_disconnect(disconnect_message(self.layer, reply))
         self.assertEqual(settle(Group("chat-lobby").channels()), [])
 
+    def test_session_stays_on_message(self):
+        """After the consumer, message.channel_session is still there to inspect."""
+        message = connect_message(self.layer, path="/kept/")
+        ws_connect(message)
+        self.assertEqual(message.channel_session["room"], "kept")
+
     def test_saved_only_when_modified(self):
         """A consumer that only reads the session creates no record."""
         message = connect_message(self.layer)
