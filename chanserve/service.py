@@ -28,9 +28,9 @@ class ChanserveService(service.MultiService):
     A ``MultiService`` that stops its children one at a time, last added
     first, each after the previous one finished stopping.
 
-    If a child exposes a ``listening`` Deferred (the interface server) and it
-    fails, the failure is logged as one line and the reactor is stopped; the
-    process then exits with status 1.
+    If a child fails to start, or exposes a ``listening`` Deferred (the
+    interface server) that fails, that is logged as one line and the reactor
+    is stopped; the process then exits with status 1.
     """
 
     _log = Logger()
@@ -41,16 +41,42 @@ class ChanserveService(service.MultiService):
         self.reactor = reactor
         self.failed = False
 
-    def startService(self):
-        super().startService()
+    def privilegedStartService(self):
         for child in self:
+            try:
+                child.privilegedStartService()
+            except Exception as e:
+                self._start_failed(child, e)
+                return
+
+    def startService(self):
+        service.Service.startService(self)
+        for child in self:
+            try:
+                child.startService()
+            except Exception as e:
+                self._start_failed(child, e)
+                return
             listening = getattr(child, "listening", None)
             if isinstance(listening, defer.Deferred):
                 listening.addErrback(self._listen_failed)
 
+    def _start_failed(self, child, error):
+        # The child is half-started: don't ask it to stop.
+        child.running = False
+        self._fail("chanserve could not start: {service}: {error}",
+                   service=child.name or type(child).__name__,
+                   error=f"{type(error).__name__}: {error}")
+
     def _listen_failed(self, f):
-        self._log.critical("chanserve could not start: cannot listen: {error}",
-                           error=f.getErrorMessage())
+        self._fail("chanserve could not start: cannot listen: {error}",
+                   error=f.getErrorMessage())
+
+    def _fail(self, format, **kwargs):
+        """Log one critical line, stop the reactor and make the process exit with status 1."""
+        self._log.critical(format, **kwargs)
+        if self.failed:
+            return
         self.failed = True
         _exit_nonzero_at_exit()
         if getattr(self.reactor, "running", False):

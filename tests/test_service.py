@@ -210,3 +210,42 @@ class ChanserveServiceTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1)
         self.assertIn("cannot listen", lines[0]["log_format"])
         self.assertIn("in use", lines[0]["error"])
+
+    def test_child_start_failure(self):
+        """A child raising in startService: one critical line naming it, reactor stopped, exit 1 armed."""
+        from twisted.logger import globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        armed = []
+        self.patch(chanserve_service, "_exit_nonzero_at_exit", lambda: armed.append(True))
+        reactor = MemoryReactorClock()
+        top = ChanserveService(reactor)
+        log = []
+        first = Recorder("layer", log)
+        first.setServiceParent(top)
+
+        class Broken(service.Service):
+            name = "interface-server"
+
+            def startService(self):
+                super().startService()
+                raise OSError("no such file: /nowhere/log")
+
+        broken = Broken()
+        broken.setServiceParent(top)
+        top.startService()
+        self.assertTrue(top.failed)
+        self.assertEqual(armed, [True])
+        self.assertFalse(broken.running)
+        critical = [e for e in events if e.get("log_level") is not None
+                    and e["log_level"].name == "critical"]
+        self.assertEqual(len(critical), 1)
+        self.assertEqual(critical[0]["service"], "interface-server")
+        self.assertIn("OSError: no such file", critical[0]["error"])
+        # The reactor is asked to stop once it runs; stopping stops only what started.
+        self.assertIn((reactor.stop, (), {}), reactor.whenRunningHooks)
+        d = top.stopService()
+        self.assertEqual(log, [("start", "layer"), ("stop", "layer")])
+        first.stopping.callback(None)
+        self.successResultOf(d)

@@ -97,6 +97,19 @@ class CommandLineTests(SynchronousTestCase):
         self.assertIn("Address already in use", proc.log())
 
 
+    def test_start_failure_after_setup(self):
+        """A service failing to start (unwritable access log): one line, exit 1, no traceback."""
+        proc = TwistdProcess("tests.project.settings_seed",
+                             ["--access-log", "/nonexistent/dir/access.log"]).spawn()
+        try:
+            status = proc.wait(30)
+        finally:
+            proc.stop()
+        self.assertEqual(status, 1, proc.log())
+        self.assertIn("chanserve could not start: interface-server: FileNotFoundError", proc.log())
+        self.assertNotIn("Traceback", proc.log())
+
+
 class GracefulStopTests(SynchronousTestCase):
     """SIGTERM drains: in-flight requests are answered before the process exits 0."""
 
