@@ -454,6 +454,10 @@ def _log_errors(f):
             close_old_connections()
 
 
+# A message behind a parked predecessor waits at most this many timeouts.
+_CHAIN_WAITS = 3
+
+
 def _ordering_timeout():
     return float(getattr(settings, "CHANNEL_ORDERING_TIMEOUT", DEFAULT_ORDERING_TIMEOUT))
 
@@ -530,18 +534,20 @@ class _Ordering:
                       order=order, reply=self.reply)
             return
         _timers.arm(self.layer.reactor, self.markers.key("park", order), self.timeout,
-                    functools.partial(self.check_parked, order))
+                    functools.partial(self.check_parked, order, self.layer.reactor.seconds()))
         # The predecessor may have finished while we parked: look again.
         if self.markers.exists("done", pred):
             if self.release(order):
                 if self.slight:
                     self.release_from(order + 1)
 
-    def check_parked(self, order):
+    def check_parked(self, order, parked_at):
         """
         A parked message's time is up: release it if its predecessor is done;
         wait on if the predecessor is itself parked (the head of the chain
-        decides); else close the socket (once) and drop what waits.
+        decides; but not past ``_CHAIN_WAITS`` timeouts, in case the head's
+        process died with its timer); else close the socket (once) and drop
+        what waits.
         """
         markers = self.markers
         if not markers.exists("park", order):
@@ -554,9 +560,11 @@ class _Ordering:
                           order=order, reply=self.reply, pred=pred)
             return
         closed = markers.exists("closed", 0)
-        if not closed and markers.exists("park", pred):
+        waited = self.layer.reactor.seconds() - parked_at
+        if (not closed and waited < _CHAIN_WAITS * self.timeout
+                and markers.exists("park", pred)):
             _timers.arm(self.layer.reactor, markers.key("park", order), self.timeout,
-                        functools.partial(self.check_parked, order))
+                        functools.partial(self.check_parked, order, parked_at))
             return
         data = self.take(order)
         if data is None:
@@ -628,7 +636,8 @@ def enforce_ordering(func=None, *, slight=False, timeout=None):
     predecessor finishes. If the predecessor doesn't finish within
     ``timeout`` seconds (``CHANNEL_ORDERING_TIMEOUT``, default 60) the socket
     is closed (code 1011) and the reason logged; make it longer than your
-    slowest consumer runs. The consumer gets ``message.channel_session``,
+    slowest consumer runs. A message queued behind other parked messages
+    waits as long as they can still move, up to three timeouts. The consumer gets ``message.channel_session``,
     loaded after its predecessor saved it.
 
     Every consumer of the socket's messages must be decorated (the

@@ -228,6 +228,20 @@ class StrictOrderingTests(OrderingTestsMixin, unittest.SynchronousTestCase):
         self.assertEqual(self.ran, [0, 1, 2, 3])
         self.assertEqual(self.replies(), [])
 
+    def test_chain_head_without_timer(self):
+        """If the chain's head lost its timer (its process died), the next closes the socket later."""
+        self.consumer(self.message(0))
+        self.consumer(self.message(2))
+        self.consumer(self.message(3))
+        markers = _Markers(get_channel_session_engine(), self.reply)
+        _timers.cancel(self.clock, markers.key("park", 2))
+        self.clock.advance(DEFAULT_ORDERING_TIMEOUT * 2)
+        self.assertEqual(self.replies(), [])
+        self.clock.advance(DEFAULT_ORDERING_TIMEOUT)
+        self.assertEqual(self.replies(), [{"close": 1011}])
+        # Message 2's record stays (no timer of this process knows it); it expires.
+        markers.delete("park", 2)
+
     def test_one_close_for_a_broken_chain(self):
         """When the head of a chain of parked messages times out, the socket is closed once."""
         self.consumer(self.message(0))
