@@ -8,9 +8,11 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 from http.cookies import SimpleCookie
+from urllib.parse import urlencode
 
 from django.test import Client
 from django.test.utils import override_settings
@@ -75,6 +77,13 @@ class TwistdDjangoTests(unittest.TestCase):
         quiet(self, "django.request")
         quiet(self, "django.security.csrf")
         self.cookies = SimpleCookie()
+
+    def served_shell(self, code):
+        """Run ``code`` in ``manage.py shell`` against the served project's database."""
+        subprocess.run(
+            [sys.executable, "-m", "django", "shell", "--settings", SETTINGS, "-c", code],
+            cwd=self.proc.directory, env=self.proc.env, check=True, timeout=60,
+            stdout=subprocess.DEVNULL)
 
     def request(self, method, path, body=None, headers=None):
         connection = http.client.HTTPConnection("127.0.0.1", self.proc.port, timeout=30)
@@ -141,13 +150,10 @@ class TwistdDjangoTests(unittest.TestCase):
 
     def test_csrf_and_login(self):
         """CSRF: 403 without the token, accepted with it; login sets a session that authenticates."""
-        subprocess.run(
-            [sys.executable, "-m", "django", "shell", "--settings", SETTINGS, "-c",
-             "from django.contrib.auth.models import User; "
-             "User.objects.filter(username='e2e').delete(); "
-             "User.objects.create_user('e2e', password='pw-e2e-123')"],
-            cwd=self.proc.directory, env=self.proc.env, check=True, timeout=60,
-            stdout=subprocess.DEVNULL)
+        self.served_shell(
+            "from django.contrib.auth.models import User; "
+            "User.objects.filter(username='e2e').delete(); "
+            "User.objects.create_user('e2e', password='pw-e2e-123')")
         from django.contrib.auth.models import User
         User.objects.filter(username="e2e").delete()
         User.objects.create_user("e2e", password="pw-e2e-123")
@@ -226,3 +232,32 @@ class TwistdDjangoTests(unittest.TestCase):
         self.assertEqual(json.loads(ours.body)["files"]["file"], {
             "name": "big.bin", "size": 100 << 20, "sha256": digest.hexdigest(), "on_disk": True})
         self.assertLess(peak - idle, 100, f"peak RSS {peak} MiB, idle {idle} MiB")
+
+    def test_admin(self):
+        """Django's admin: login redirect, CSRF-protected login, index, and adding a user."""
+        self.served_shell(
+            "from django.contrib.auth.models import User; "
+            "User.objects.filter(username__in=['admin-e2e', 'added-e2e']).delete(); "
+            "User.objects.create_superuser('admin-e2e', 'a@example.com', 'pw-admin-123')")
+        first = self.request("GET", "/admin/")
+        self.assertEqual((first.status, dict(first.header_list)["Location"]),
+                         (302, "/admin/login/?next=/admin/"))
+        page = self.request("GET", "/admin/login/?next=/admin/")
+        self.assertEqual(page.status, 200)
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.body).group(1)
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        login = self.request("POST", "/admin/login/?next=/admin/", headers=form, body=urlencode({
+            "username": "admin-e2e", "password": "pw-admin-123", "next": "/admin/",
+            "csrfmiddlewaretoken": token.decode()}).encode())
+        self.assertEqual((login.status, dict(login.header_list)["Location"]), (302, "/admin/"))
+        index = self.request("GET", "/admin/")
+        self.assertEqual(index.status, 200)
+        self.assertIn(b"Site administration", index.body)
+        add = self.request("GET", "/admin/auth/user/add/")
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', add.body).group(1)
+        created = self.request("POST", "/admin/auth/user/add/", headers=form, body=urlencode({
+            "username": "added-e2e", "password1": "An0ther-pass-word", "password2": "An0ther-pass-word",
+            "usable_password": "true", "csrfmiddlewaretoken": token.decode(), "_save": "Save"}).encode())
+        self.assertEqual(created.status, 302, created.body[:2000])
+        users = self.request("GET", "/admin/auth/user/")
+        self.assertIn(b"added-e2e", users.body)

@@ -174,6 +174,9 @@ class RunserverProcessTests(unittest.TestCase):
         self.assertEqual(get(self.url("/static/chanserve/test.css")),
                          (200, b"body { color: #123456; }\n"))
         self.assertEqual(get(self.url("/static/chanserve/missing.css"))[0], 404)
+        status, css = get(self.url("/static/admin/css/base.css"))
+        self.assertEqual(status, 200)
+        self.assertIn(b"{", css)
         self.assertEqual(get(self.url("/django/%C3%BCn%C3%AFcode/w%C3%B6rd/?q=%C3%A7a"))[1].decode(),
                          "word=wörd q=ça path=/django/ünïcode/wörd/")
         # WebSockets on the same port (the default websocket.connect route accepts).

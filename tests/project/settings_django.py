@@ -1,19 +1,34 @@
 """
 Settings of the Django comparison project run by runserver / twistd in
 tests: DEBUG, static files (listed before chanserve, so chanserve's
-runserver must take over staticfiles' one), the comparison URLs.
+runserver must take over staticfiles' one), the comparison URLs and the
+admin.
 """
 
 import os
 
 from .settings import *  # noqa: F401,F403
-from .settings import BASE_DIR, INSTALLED_APPS
+from .settings import BASE_DIR, INSTALLED_APPS, MIDDLEWARE
 
 DEBUG = True
-ROOT_URLCONF = "tests.project.django_urls"
+ROOT_URLCONF = "tests.project.django_admin_urls"
 INSTALLED_APPS = [
-    app for app in INSTALLED_APPS if app != "chanserve"
-] + ["django.contrib.staticfiles", "chanserve"]
+    "django.contrib.admin",
+    *(app for app in INSTALLED_APPS if app != "chanserve"),
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "chanserve",
+]
+MIDDLEWARE = [*MIDDLEWARE, "django.contrib.messages.middleware.MessageMiddleware"]
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [os.path.join(BASE_DIR, "django_static")]
 
