@@ -177,11 +177,12 @@ def channel_session_key(reply_channel):
     return "chn" + _digest("channel-session", name)[:37]
 
 
-def session_for_reply_channel(reply_channel, engine=None):
-    """The channel session of a reply channel (a name or ``Channel``), loaded."""
+def session_for_reply_channel(reply_channel, engine=None, load=True):
+    """The channel session of a reply channel (a name or ``Channel``), loaded unless ``load=False``."""
     engine = engine if engine is not None else get_channel_session_engine()
     session = _store_class(engine, _ChannelSessionMixin)(channel_session_key(reply_channel))
-    session._get_session()
+    if load:
+        session._get_session()
     return session
 
 
@@ -205,7 +206,8 @@ def channel_session(func):
             raise ValueError(
                 f"@channel_session needs a message with a reply_channel; "
                 f"{message.channel.name!r} messages have none")
-        session = session_for_reply_channel(message.reply_channel)
+        # Loaded on first use: a consumer that doesn't touch it costs no query.
+        session = session_for_reply_channel(message.reply_channel, load=False)
         message.channel_session = session
         setattr(message, _SESSION_ACTIVE, True)
         try:
