@@ -389,6 +389,8 @@ class WorkerService(service.Service):
         pending = None
         for layer, method, name, content in held:
             d = getattr(layer, method)(name, content)
+            if d.called and not isinstance(getattr(d, "result", None), failure.Failure):
+                continue  # the usual case: the layer took it at once
             d.addErrback(self._send_failed, channel)
             if not d.called:
                 if pending is None:
