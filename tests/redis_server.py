@@ -37,10 +37,19 @@ def free_port():
 class RedisServer:
     """One ``redis-server`` child process on 127.0.0.1:``port`` and a unix socket."""
 
-    def __init__(self, port=None, start=True, timeout=20.0, args=()):
+    def __init__(self, port=None, start=True, timeout=20.0, args=(), tls=False):
         self.args = list(args)
         self.port = port or free_port()
         self.directory = tempfile.mkdtemp(prefix="chanserve-redis-")
+        self.tls_port = None
+        self.ca_file = None
+        if tls:
+            # A self-signed certificate for "localhost", also the CA to trust.
+            self.tls_port = free_port()
+            self.ca_file, key_file = _self_signed(self.directory)
+            self.args += ["--tls-port", str(self.tls_port), "--tls-cert-file", self.ca_file,
+                          "--tls-key-file", key_file, "--tls-ca-cert-file", self.ca_file,
+                          "--tls-auth-clients", "no"]
         self.unix_socket = os.path.join(self.directory, "redis.sock")
         self.timeout = timeout
         self.process = None
@@ -51,6 +60,11 @@ class RedisServer:
     def url(self):
         """``redis://127.0.0.1:<port>/0``"""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def tls_url(self):
+        """``rediss://localhost:<tls port>/0?ssl_ca_certs=<its certificate>``"""
+        return f"rediss://localhost:{self.tls_port}/0?ssl_ca_certs={self.ca_file}"
 
     @property
     def unix_url(self):
@@ -144,6 +158,39 @@ class RedisServer:
                 _read_reply(f)
             s.sendall(_encode(args))
             return _read_reply(f)
+
+
+def _self_signed(directory):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    cert_file = os.path.join(directory, "tls.crt")
+    key_file = os.path.join(directory, "tls.key")
+    with open(cert_file, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_file, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    return cert_file, key_file
 
 
 def _encode(args):

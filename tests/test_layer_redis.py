@@ -273,6 +273,21 @@ class RedisLayerTests(RedisLayerCase):
         self.assertEqual(await layer.receive(["over.unix"]), ("over.unix", {"ok": True}))
         self.assertEqual(self.server.command("SELECT", 1), "OK")
 
+    async def test_tls(self):
+        """A rediss:// host talks TLS, verifying the server's certificate against ssl_ca_certs."""
+        server = RedisServer(tls=True)
+        self.addCleanup(server.stop)
+        layer = self.layer(hosts=[server.tls_url])
+        await layer.send("over.tls", {"secret": b"\x00"})
+        self.assertEqual(await layer.receive(["over.tls"]), ("over.tls", {"secret": b"\x00"}))
+        self.assertEqual(server.command("LLEN", f"{layer.prefix}:c:over.tls"), 0)
+        # A certificate that doesn't match the trusted one is refused.
+        other = RedisServer(tls=True, start=False)
+        self.addCleanup(other.stop)
+        untrusting = self.layer(hosts=[f"rediss://localhost:{server.tls_port}/0?ssl_ca_certs={other.ca_file}"])
+        with self.assertRaises(LayerUnavailable):
+            await untrusting.send("over.tls", {"secret": b"no"})
+
     async def test_connects_on_first_use(self):
         """A layer nobody started (a management command, a shell) connects when first used."""
         layer = RedisChannelLayer(hosts=[("127.0.0.1", self.server.port)], prefix=unique_prefix(),

@@ -223,7 +223,7 @@ class RedisAddress:
     """Where one Redis server is: built from a ``hosts`` entry."""
 
     def __init__(self, kind, host=None, port=6379, path=None, db=None, password=None,
-                 username=None, tls_verify=True):
+                 username=None, tls_verify=True, tls_ca=None):
         self.kind = kind
         self.host = host
         self.port = port
@@ -232,12 +232,14 @@ class RedisAddress:
         self.password = password
         self.username = username
         self.tls_verify = tls_verify
+        self.tls_ca = tls_ca
 
     @classmethod
     def parse(cls, entry):
         """
         Parse ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...``
-        (TLS; ``?ssl_cert_reqs=none`` skips verification),
+        (TLS; ``?ssl_ca_certs=/path/ca.pem`` trusts that CA instead of the
+        system's, ``?ssl_cert_reqs=none`` skips verification),
         ``unix:///path/to/socket[?db=N]`` or a ``(host, port)`` tuple.
         """
         if isinstance(entry, (tuple, list)):
@@ -264,7 +266,8 @@ class RedisAddress:
                 raise ValueError(f"bad port or database in Redis URL {entry!r}: {e}") from None
             return cls("tls" if url.scheme == "rediss" else "tcp", host=url.hostname, port=port,
                        db=db, password=password, username=username,
-                       tls_verify=query.get("ssl_cert_reqs", "required").lower() != "none")
+                       tls_verify=query.get("ssl_cert_reqs", "required").lower() != "none",
+                       tls_ca=query.get("ssl_ca_certs"))
         if url.scheme == "unix":
             path = url.path or url.netloc
             if not path:
@@ -286,7 +289,11 @@ class RedisAddress:
         if self.kind == "tls":
             from twisted.internet import ssl
             if self.tls_verify:
-                options = ssl.optionsForClientTLS(self.host)
+                trust = None
+                if self.tls_ca:
+                    with open(self.tls_ca, "rb") as f:
+                        trust = ssl.Certificate.loadPEM(f.read())
+                options = ssl.optionsForClientTLS(self.host, trustRoot=trust)
             else:
                 options = ssl.CertificateOptions(verify=False)
             endpoint = wrapClientTLS(options, endpoint)
