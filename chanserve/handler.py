@@ -26,7 +26,8 @@ from twisted.python import failure, threadable
 from .exceptions import ChannelFull, RequestAborted, RequestTimeout, ResponseLater
 from .layers._bridge import ensure_reactor_thread
 
-__all__ = ["AsgiHandler", "AsgiRequest", "view_consumer", "get_view_handler", "set_view_handler"]
+__all__ = ["AsgiHandler", "AsgiRequest", "disconnect_consumer", "get_view_handler",
+           "set_view_handler", "view_consumer"]
 
 _log = Logger(namespace="chanserve.handler")
 
@@ -526,6 +527,44 @@ def set_view_handler(handler):
         _handler = handler
 
 
+class _GoneClients:
+    """
+    Reply channels whose HTTP client went away before its response ended
+    (``http.disconnect`` seen in this process); bounded, oldest forgotten.
+    """
+
+    def __init__(self, limit=10000):
+        self._names = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def add(self, name):
+        with self._lock:
+            self._names[name] = None
+            if len(self._names) > self._limit:
+                del self._names[next(iter(self._names))]
+
+    def __contains__(self, name):
+        return name in self._names
+
+    def discard(self, name):
+        with self._lock:
+            self._names.pop(name, None)
+
+
+_gone = _GoneClients()
+
+
+async def disconnect_consumer(message):
+    """
+    An ``http.disconnect`` consumer (runs on the reactor): a response still
+    streaming to that client from this process stops at its next chunk.
+    """
+    reply = message.content.get("reply_channel")
+    if isinstance(reply, str):
+        _gone.add(reply)
+
+
 class _ReplySender:
     """Sends response messages at once, retrying briefly on ``ChannelFull``."""
 
@@ -544,9 +583,10 @@ def view_consumer(message):
     The default ``http.request`` consumer: Django's view layer.
 
     Runs in a worker thread. Response chunks go out as they are produced
-    (not held until the consumer returns). It never raises: a failure before
-    the response started is answered with a 500, a failure after it ends the
-    response.
+    (not held until the consumer returns); once ``disconnect_consumer`` saw
+    the client leave, the response is abandoned and closed. It never raises:
+    a failure before the response started is answered with a 500, a failure
+    after it ends the response.
     """
     reply = message.reply_channel
     if reply is None:
@@ -557,6 +597,10 @@ def view_consumer(message):
     replies = get_view_handler()(message)
     try:
         for content in replies:
+            if reply.name in _gone:
+                _log.info("Client of {path!r} went away; response abandoned",
+                          path=message.content.get("path"))
+                break
             sender.send(content)
     except Exception:
         send_failed = isinstance(sys.exc_info()[1], (ChannelFull, _WouldBlock))
@@ -569,6 +613,7 @@ def view_consumer(message):
                 _log.failure("Could not send the error response for {path!r}",
                              path=message.content.get("path"))
     finally:
+        _gone.discard(reply.name)
         close = getattr(replies, "close", None)
         if close is not None:
             try:

@@ -19,6 +19,7 @@ from chanserve.handler import (
     AsgiRequest,
     _receive_within,
     _send_retrying,
+    disconnect_consumer,
     view_consumer,
 )
 from chanserve.layers import InMemoryChannelLayer
@@ -43,6 +44,30 @@ def probe_stream(request):
     return StreamingHttpResponse(parts())
 
 
+STREAM_LOG = []
+
+
+def endless(request):
+    """Streams parts until closed; the client 'disconnects' after the second part."""
+    layer = request.message.channel_layer
+    reply = request.reply_channel.name
+
+    def parts():
+        try:
+            for i in range(1000):
+                if i == 2:
+                    notice = Message({"reply_channel": reply, "path": "/endless/"},
+                                     "http.disconnect", layer)
+                    blockingCallFromThread(
+                        reactor, lambda: defer.ensureDeferred(disconnect_consumer(notice)))
+                STREAM_LOG.append(i)
+                yield b"part%d" % i
+        finally:
+            STREAM_LOG.append("closed")
+
+    return StreamingHttpResponse(parts())
+
+
 @csrf_exempt
 def read_post(request):
     return HttpResponse("got %d fields" % len(request.POST))
@@ -55,6 +80,7 @@ def echo_length(request):
 
 urlpatterns = [
     path("probe/", probe_stream),
+    path("endless/", endless),
     path("post/", read_post),
     path("length/", echo_length),
     path("later/", django_views.later),
@@ -519,6 +545,25 @@ class ThreadedHandlerTests(unittest.TestCase):
             if not reply["more_content"]:
                 break
         self.assertEqual(contents, [b"", b"part0", b"part1", b"part2", b"part3", b""])
+
+
+    @defer.inlineCallbacks
+    def test_client_gone_stops_streaming(self):
+        """After http.disconnect for its reply channel, a streaming response stops and is closed."""
+        del STREAM_LOG[:]
+        yield threads.deferToThread(view_consumer, http_message(self.layer, path="/endless/"))
+        self.assertEqual(STREAM_LOG, [0, 1, 2, "closed"])
+        contents = []
+        while True:
+            d = self.layer.receive(["r!"])
+            if not d.called:
+                d.cancel()
+                d.addErrback(lambda f: None)
+                break
+            contents.append((yield d)[1]["content"])
+        # The headers and the parts made before the disconnect; nothing after it.
+        self.assertEqual(contents, [b"", b"part0", b"part1"])
+        self.assertNotIn("r!1", handler_module._gone)
 
 
 class ViewConsumerTests(unittest.SynchronousTestCase):
