@@ -3,12 +3,14 @@
 import itertools
 import os
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, error, reactor, task
+from twisted.python import failure
 from twisted.trial import unittest
 
 from chanserve.exceptions import ChannelFull, LayerUnavailable
 from chanserve.layers import RedisChannelLayer
 from chanserve.layers._redis import IDLE_BLOCKING
+from chanserve.layers._redis_connection import ConnectionError, RedisProtocol
 
 from .layer_conformance import LayerConformanceMixin
 from .redis_server import RedisServer, shared_server
@@ -677,3 +679,53 @@ class RedisResilienceTests(RedisLayerCase):
         await layer.whenConnected()
         await layer.send("early", {"a": 2})
         self.assertEqual(await layer.receive(["early"]), ("early", {"a": 2}))
+
+
+class RedisWatchdogTests(unittest.SynchronousTestCase):
+    """The per-connection reply watchdog, driven by a task.Clock over a StringTransport."""
+
+    def setUp(self):
+        from twisted.internet.testing import StringTransport
+        self.clock = task.Clock()
+        self.proto = RedisProtocol()
+        self.proto.clock = self.clock
+        self.proto.timeout = 10
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.lost = []
+        self.proto.on_lost = lambda p, why: self.lost.append(why)
+
+    def test_slow_reply_drops_connection(self):
+        """A reply that doesn't come within the timeout aborts the connection; its command fails."""
+        d = self.proto.command("PING")
+        self.clock.advance(9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(2)
+        self.assertTrue(self.transport.disconnecting)
+        self.proto.connectionLost(failure.Failure(error.ConnectionAborted()))
+        self.failureResultOf(d, ConnectionError)
+        self.assertEqual(len(self.lost), 1)
+
+    def test_commands_behind_a_blpop_wait_for_it(self):
+        """A command pipelined behind a long BLPOP is not timed out before the BLPOP may answer."""
+        blpop = self.proto.command("BLPOP", "k", 20, timeout=30)
+        batch = self.proto.command("EVALSHA", "x", 0)
+        self.clock.advance(25)
+        self.proto.dataReceived(b"*-1\r\n")
+        self.assertIsNone(self.successResultOf(blpop))
+        self.clock.advance(0)
+        self.assertFalse(self.transport.disconnecting)
+        self.proto.dataReceived(b"*0\r\n")
+        self.assertEqual(self.successResultOf(batch), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_replies_parsed_across_reads(self):
+        """Replies split anywhere across reads are parsed whole: bulk, nested arrays, errors, ints."""
+        ds = [self.proto.command("X") for _ in range(4)]
+        data = b"$5\r\nhel\x00o\r\n*2\r\n*1\r\n:7\r\n$-1\r\n-ERR bad thing\r\n+OK\r\n"
+        for i in range(len(data)):
+            self.proto.dataReceived(data[i:i + 1])
+        self.assertEqual(self.successResultOf(ds[0]), b"hel\x00o")
+        self.assertEqual(self.successResultOf(ds[1]), [[7], None])
+        self.assertIn("bad thing", str(self.failureResultOf(ds[2]).value))
+        self.assertEqual(self.successResultOf(ds[3]), "OK")

@@ -108,7 +108,14 @@ class RedisProtocol(txredisapi.BaseRedisProtocol):
         if timeout is None:
             timeout = self.timeout
         if self.clock is not None and timeout is not None:
-            self._deadlines.append(self.clock.seconds() + timeout)
+            deadline = self.clock.seconds() + timeout
+            # Replies come in order: a command queued behind a blocking one
+            # (BLPOP) can't be due before it.
+            for previous in reversed(self._deadlines):
+                if previous is not None:
+                    deadline = max(deadline, previous)
+                    break
+            self._deadlines.append(deadline)
             if self._watchdog is None:
                 self._arm()
         else:
