@@ -13,7 +13,8 @@ import socket
 import time
 
 import websocket
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from .twistd_process import TwistdProcess
 
@@ -194,3 +195,25 @@ class SeedTests(SynchronousTestCase):
         status, _, _ = http_get(self.port, "/hello/post", method="POST",
                                 body=json.dumps({"a": 1}), headers={"Content-Type": "application/json"})
         self.assertEqual(status, 200)
+
+
+class TwistedClientTests(TestCase):
+    """The subprocess helper from a reactor-driven test, with Twisted's own HTTP client."""
+
+    @defer.inlineCallbacks
+    def test_agent_gets_hello_world(self):
+        """``started()``/``stopped()`` wrap the process in Deferreds; ``Agent`` gets the seed's answer."""
+        from twisted.internet import reactor
+        from twisted.web.client import Agent, HTTPConnectionPool, readBody
+
+        proc = yield TwistdProcess("tests.project.settings_seed").started()
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        try:
+            agent = Agent(reactor, pool=pool)
+            response = yield agent.request(b"GET", proc.url("/hello/agent").encode("ascii"))
+            body = yield readBody(response)
+        finally:
+            yield pool.closeCachedConnections()
+            status = yield proc.stopped()
+        self.assertEqual((response.code, body), (200, b"Hello world! You asked for /hello/agent"))
+        self.assertIn(status, (0, -15))

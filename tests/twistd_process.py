@@ -11,8 +11,9 @@ files in the checkout) with ``PYTHONPATH`` set to the checkout and
 ``CHANSERVE_TEST_DB`` pointing to a fresh SQLite file there. Its output
 goes to a file; ``proc.log()`` reads it, and failures quote it.
 
-These helpers block (with timeouts) and are meant for tests that talk to
-the process with blocking clients.
+These helpers block (with timeouts), for tests that talk to the process
+with blocking clients; ``started()`` and ``stopped()`` run them in a thread
+and return Deferreds, for trial tests driving Twisted clients.
 """
 
 import atexit
@@ -174,6 +175,16 @@ class TwistdProcess:
                 f"twistd chanserve did not start (exit status {status}); command "
                 f"{' '.join(self.command)}\n--- log ---\n{self.log()}")
         return self
+
+    def started(self, timeout=20.0):
+        """``start`` in a thread: a Deferred firing with this process once it listens."""
+        from twisted.internet.threads import deferToThread
+        return deferToThread(self.start, timeout)
+
+    def stopped(self, timeout=10.0):
+        """``stop`` in a thread: a Deferred firing with the exit status."""
+        from twisted.internet.threads import deferToThread
+        return deferToThread(self.stop, timeout)
 
     def wait_for_log(self, text, timeout=10.0):
         """Block until ``text`` appears in the log; False on timeout or exit."""
