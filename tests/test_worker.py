@@ -649,3 +649,43 @@ class RealThreadPoolTests(TestCase):
             yield worker.stopService()
         self.assertEqual(state["peak"], 3)
         self.assertEqual(sorted(got), [(f"chanserve.test!c{n}", n) for n in range(6)])
+
+    @defer.inlineCallbacks
+    def test_orm_in_thread_consumers(self):
+        """Plain consumers may use the Django ORM; connections are closed around each call."""
+        from django.contrib.sessions.models import Session
+        from django.db import close_old_connections, connections
+
+        from tests.project import ensure_database
+        yield deferToThread(ensure_database)
+        closed = []
+
+        def closer():
+            closed.append(threading.current_thread())
+            close_old_connections()
+        self.patch(_service, "_closer", closer)
+
+        def consumer(message):
+            from django.utils import timezone
+            Session.objects.update_or_create(
+                session_key=f"worker-orm-{message.content['n']}",
+                defaults={"session_data": "x", "expire_date": timezone.now()})
+            message.reply_channel.send({"count": Session.objects.filter(
+                session_key__startswith="worker-orm-").count()})
+
+        worker = WorkerService(self.layer, self.reactor, [route("x", consumer)], threads=2)
+        worker.startService()
+        try:
+            counts = []
+            for n in range(3):
+                yield self.layer.send("x", {"n": n, "reply_channel": REPLY})
+                _, reply = yield self.layer.receive(["chanserve.test!"])
+                counts.append(reply["count"])
+        finally:
+            yield worker.stopService()
+            yield deferToThread(lambda: Session.objects.filter(
+                session_key__startswith="worker-orm-").delete())
+            yield deferToThread(connections.close_all)
+        self.assertEqual(counts, [1, 2, 3])
+        self.assertEqual(len(closed), 6)
+        self.assertNotIn(threading.main_thread(), closed)
