@@ -569,6 +569,51 @@ class FlowTests(WorkerTestMixin, SynchronousTestCase):
         self.assertFalse(runs_on_reactor(ConsumerClass))
         self.assertFalse(runs_on_reactor(partial(plain)))
 
+    def test_deferred_consumer_kinds(self):
+        """``@inlineCallbacks`` and ``-> Deferred`` functions run on the reactor; other wrappers don't."""
+        import functools
+
+        @defer.inlineCallbacks
+        def inline(message):
+            yield defer.succeed(None)
+
+        def annotated(message) -> defer.Deferred:
+            return defer.succeed(None)
+
+        def annotated_str(message) -> "defer.Deferred[None]":
+            return defer.succeed(None)
+
+        def plain(message) -> None:
+            pass
+
+        @functools.wraps(plain)
+        def wrapper(message):
+            return plain(message)
+
+        self.assertTrue(runs_on_reactor(inline))
+        self.assertTrue(runs_on_reactor(partial(inline)))
+        self.assertTrue(runs_on_reactor(annotated))
+        self.assertTrue(runs_on_reactor(annotated_str))
+        self.assertFalse(runs_on_reactor(plain))
+        self.assertFalse(runs_on_reactor(wrapper))
+
+    def test_inline_callbacks_consumer(self):
+        """An ``@inlineCallbacks`` consumer runs on the reactor; its sends wait for its end."""
+        pool = ManualThreadPool()
+        gate = defer.Deferred()
+
+        @defer.inlineCallbacks
+        def consumer(message):
+            message.reply_channel.send({"text": "1"})
+            yield gate
+            message.reply_channel.send({"text": "2"})
+
+        self.make_worker([route("x", consumer)], pool)
+        self.send("x", {"reply_channel": REPLY})
+        self.assertEqual((pool.pending, self.replies()), ([], []))
+        gate.callback(None)
+        self.assertEqual(self.replies(), [{"text": "1"}, {"text": "2"}])
+
 
 class RealThreadPoolTests(TestCase):
     """The worker with a real ``ThreadPool`` and the real reactor."""

@@ -7,6 +7,7 @@ flushed in order when it finishes.
 
 import contextvars
 import fnmatch
+import functools
 import inspect
 import itertools
 import threading
@@ -38,18 +39,29 @@ def runs_on_reactor(consumer):
     """
     Whether the worker runs ``consumer`` on the reactor.
 
-    ``async def`` functions (also through ``functools.partial``), callables
-    whose ``__call__`` is ``async def``, and anything marked with
-    ``@reactor_consumer`` run on the reactor; everything else (plain
-    functions, ``route_class`` classes) runs in the thread pool.
+    On the reactor: ``async def`` functions (also through
+    ``functools.partial``), callables whose ``__call__`` is ``async def``,
+    ``@defer.inlineCallbacks`` functions, functions annotated
+    ``-> Deferred``, and anything marked ``@reactor_consumer``. Everything
+    else (plain functions, ``route_class`` classes) runs in the thread pool.
     """
     if getattr(consumer, "chanserve_reactor", False):
         return True
     if inspect.iscoroutinefunction(consumer):
         return True
-    if not inspect.isclass(consumer) and not inspect.isroutine(consumer):
+    if inspect.isclass(consumer):
+        return False
+    if not inspect.isroutine(consumer) and not isinstance(consumer, functools.partial):
         return inspect.iscoroutinefunction(getattr(consumer, "__call__", None))
-    return False
+    function = consumer.func if isinstance(consumer, functools.partial) else consumer
+    # @inlineCallbacks: a wrapper (not itself a generator) around a generator function.
+    if (getattr(function, "__wrapped__", None) is not None
+            and not inspect.isgeneratorfunction(function)
+            and inspect.isgeneratorfunction(inspect.unwrap(function))):
+        return True
+    returns = getattr(function, "__annotations__", {}).get("return")
+    return returns is defer.Deferred or (
+        isinstance(returns, str) and returns.split("[")[0].rpartition(".")[2] == "Deferred")
 
 
 def select_channels(channels, only=(), exclude=()):
