@@ -4,6 +4,7 @@ process, and real runs in subprocesses (serving Django and static files,
 the autoreloader, a busy port, a separate worker over Redis).
 """
 
+import io
 import os
 import shutil
 import signal
@@ -23,7 +24,10 @@ from django.core.management.base import CommandError
 from django.test.utils import override_settings
 from twisted.trial import unittest
 
+import chanserve.handler as handler_module
+from chanserve.management import _run
 from chanserve.management.commands.runserver import Command as RunserverCommand
+from chanserve.staticfiles import StaticFilesHandler
 from tests.redis_server import shared_server
 from tests.twistd_process import free_port, subprocess_environment, wait_for_port
 
@@ -92,6 +96,53 @@ class RunserverOptionTests(unittest.SynchronousTestCase):
         self.assertEqual(command.service_arguments(run_worker=False, threads=3, verbosity=0),
                          ["--endpoint", "tcp:8000:interface=127.0.0.1", "--noworker",
                           "--threads", "3"])
+
+
+class StaticHandlerTests(unittest.SynchronousTestCase):
+    """When runserver/runworker serve static files from the view consumer."""
+
+    APPS = ["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions",
+            "django.contrib.staticfiles", "chanserve"]
+
+    def setUp(self):
+        from django.contrib.staticfiles.management.commands import runserver as static_runserver
+        self.addCleanup(setattr, static_runserver, "Command", static_runserver.Command)
+        previous = handler_module._handler
+        self.addCleanup(setattr, handler_module, "_handler", previous)
+        handler_module.set_view_handler(None)
+
+    def install(self, options, **settings):
+        with override_settings(**settings):
+            installed = _run.install_static_handler(options)
+        return installed, isinstance(handler_module.get_view_handler(), StaticFilesHandler)
+
+    def test_debug(self):
+        """In DEBUG with staticfiles installed, STATIC_URL is served."""
+        self.assertEqual(self.install({}, INSTALLED_APPS=self.APPS, DEBUG=True, STATIC_URL="/s/"),
+                         (True, True))
+
+    def test_not_debug(self):
+        """Without DEBUG nothing is served, unless --insecure."""
+        self.assertEqual(self.install({}, INSTALLED_APPS=self.APPS, DEBUG=False, STATIC_URL="/s/"),
+                         (False, False))
+        self.assertEqual(self.install({"insecure_serving": True}, INSTALLED_APPS=self.APPS,
+                                      DEBUG=False, STATIC_URL="/s/"), (True, True))
+
+    def test_nostatic(self):
+        """--nostatic serves nothing."""
+        self.assertEqual(self.install({"use_static_handler": False}, INSTALLED_APPS=self.APPS,
+                                      DEBUG=True, STATIC_URL="/s/"), (False, False))
+
+    def test_no_staticfiles_app(self):
+        """Without django.contrib.staticfiles nothing is served."""
+        self.assertEqual(self.install({}, DEBUG=True), (False, False))
+
+    def test_no_static_url(self):
+        """staticfiles without STATIC_URL: a note on stderr, and no static serving (no crash)."""
+        self.patch(sys, "stderr", io.StringIO())
+        self.assertEqual(self.install({}, INSTALLED_APPS=self.APPS, DEBUG=True, STATIC_URL=None),
+                         (False, False))
+        self.assertIn("STATIC_URL", sys.stderr.getvalue())
 
 
 class ManageProcess:

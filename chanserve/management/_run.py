@@ -39,12 +39,20 @@ def install_static_handler(options):
         return False
     if not (settings.DEBUG or options.get("insecure_serving")):
         return False
+    from django.core.exceptions import ImproperlyConfigured
+
     from ..handler import AsgiHandler, get_view_handler, set_view_handler
     from ..staticfiles import StaticFilesHandler
     current = get_view_handler()
     if isinstance(current, StaticFilesHandler):
         return True
-    set_view_handler(StaticFilesHandler(current if isinstance(current, AsgiHandler) else AsgiHandler()))
+    try:
+        static = StaticFilesHandler(current if isinstance(current, AsgiHandler) else AsgiHandler())
+    except ImproperlyConfigured as e:
+        # e.g. no STATIC_URL: serve no static files, like a missing finder would.
+        sys.stderr.write(f"Not serving static files: {e}\n")
+        return False
+    set_view_handler(static)
     return True
 
 
