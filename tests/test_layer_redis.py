@@ -563,6 +563,22 @@ class RedisResilienceTests(RedisLayerCase):
         self.assertEqual(stats["redis_restarts"], 1)
         self.assertEqual(stats["shards"], {self.server.url.replace("/0", "/0"): "up"})
 
+    async def test_server_closes_connections(self):
+        """When Redis closes the layer's connections (an idle timeout, CLIENT KILL), sends wait for the reconnection."""
+        prefix = unique_prefix()
+        layer = self.layer(hosts=[self.server.url], prefix=prefix)
+        reader = self.layer(hosts=[self.server.url], prefix=prefix)
+        await layer.whenConnected()
+        d = reader.receive(["closed.by.server"])
+        await until(lambda: blocked_clients(self.server) == 1)
+        self.server.command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await until(lambda: layer._shards[0].state != "up")
+        await layer.send("closed.by.server", {"still": "works"})
+        self.assertEqual(await d, ("closed.by.server", {"still": "works"}))
+        stats = await layer.statistics()
+        self.assertEqual((stats["connection_losses"], stats["sends_unavailable"]), (1, 0))
+        self.assertEqual(stats["redis_restarts"], 0)
+
     async def test_restart_under_load(self):
         """Kill -9 and restart Redis mid-stream: no crash, FIFO kept, every send after recovery arrives."""
         prefix = unique_prefix()

@@ -95,6 +95,7 @@ class _Shard:
         self.idle = []
         self.blocking = set()
         self._settling = {}  # busy blocking protocol -> [Deferred waiting for it to be idle]
+        self._watch = None
 
     # -- the command connection ---------------------------------------------
 
@@ -111,6 +112,9 @@ class _Shard:
 
     def stop(self):
         self.state = "stopped"
+        if self._watch is not None and self._watch.active():
+            self._watch.cancel()
+        self._watch = None
         self._fire_waiters(LayerUnavailable(f"the channel layer has stopped ({self.address})"),
                            everyone=True)
         ds = []
@@ -194,10 +198,20 @@ class _Shard:
         self.protocol = None
         if self.state == "stopped":
             return
-        self.state = "down"
+        # Sends wait (up to connect_timeout) for the reconnection, so that a
+        # server closing an idle connection costs nothing; once an attempt
+        # fails, the server is down and sends fail at once.
+        self.state = "connecting"
         self.layer._stats["connection_losses"] += 1
         self._log.warn("Lost the connection to Redis at {address} ({reason}); reconnecting",
                        address=self.address, reason=why.getErrorMessage())
+        # ClientService learns of the loss just after us.
+        self._watch = self.layer.reactor.callLater(0, self._watch_reconnection)
+
+    def _watch_reconnection(self):
+        self._watch = None
+        if self.service is not None and self.state == "connecting":
+            self.service.whenConnected(failAfterFailures=1).addErrback(self._first_attempt_failed)
 
     def _unavailable(self):
         return LayerUnavailable(f"Redis at {self.address} is unavailable")
