@@ -3,9 +3,12 @@ enforce_ordering across processes: two ``twistd chanserve --worker-only``
 processes (8 threads each) on a real Redis, sharing one SQLite database.
 """
 
+import atexit
 import os
 import secrets
+import shutil
 import sqlite3
+import tempfile
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -20,31 +23,62 @@ from .twistd_process import TwistdProcess
 SETTINGS = "tests.project.settings_ordering_redis"
 
 
+_shared = {}
+
+
+def _stop_shared():
+    for worker in _shared.pop("workers", ()):
+        worker.stop()
+    directory = _shared.pop("directory", None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _shared_workers():
+    """
+    ``(env, [worker, worker])``: two worker processes (8 threads each) on a
+    real Redis and one SQLite file, started by the first test that asks and
+    stopped when the test run ends.
+    """
+    workers = _shared.get("workers")
+    if workers and all(w.alive() for w in workers):
+        return _shared["env"], workers
+    _stop_shared()
+    redis = shared_server()
+    directory = _shared["directory"] = tempfile.mkdtemp(prefix="chanserve-ordering-")
+    db = os.path.join(directory, "ordering.sqlite3")
+    with sqlite3.connect(db) as connection:
+        # WAL: the processes' readers don't wait for each other's writers.
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(CREATE_TABLE_SQL)
+    env = _shared["env"] = {
+        "CHANSERVE_TEST_REDIS": redis.url,
+        "CHANSERVE_TEST_REDIS_PREFIX": "order-" + secrets.token_hex(4),
+        "CHANSERVE_TEST_DB": db,
+    }
+    workers = _shared["workers"] = []
+    for i in range(2):
+        worker = TwistdProcess(SETTINGS, ["--worker-only", "--threads", "8"], listen=False,
+                               env=env, migrate=(i == 0))
+        workers.append(worker)
+        worker.start()
+    return env, workers
+
+
+atexit.register(_stop_shared)
+
+
 class TwoWorkerProcessesTests(unittest.TestCase):
     """One socket's messages spread over two worker processes still run in order."""
 
     timeout = 120
 
     def setUp(self):
-        redis = shared_server()
-        prefix = "order-" + secrets.token_hex(4)
-        self.db = os.path.abspath(self.mktemp()) + ".sqlite3"
-        os.makedirs(os.path.dirname(self.db), exist_ok=True)
-        with sqlite3.connect(self.db) as db:
-            # WAL: the processes' readers don't wait for each other's writers.
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(CREATE_TABLE_SQL)
-        env = {"CHANSERVE_TEST_REDIS": redis.url, "CHANSERVE_TEST_REDIS_PREFIX": prefix,
-               "CHANSERVE_TEST_DB": self.db}
-        self.workers = []
-        for i in range(2):
-            worker = TwistdProcess(SETTINGS, ["--worker-only", "--threads", "8"], listen=False,
-                                   env=env, migrate=(i == 0))
-            self.addCleanup(worker.stop)
-            worker.start()
-            self.workers.append(worker)
-        self.layer = RedisChannelLayer(hosts=[redis.url], prefix=prefix, capacity=5000,
-                                       reactor=reactor)
+        env, self.workers = _shared_workers()
+        self.db = env["CHANSERVE_TEST_DB"]
+        self.layer = RedisChannelLayer(hosts=[env["CHANSERVE_TEST_REDIS"]],
+                                       prefix=env["CHANSERVE_TEST_REDIS_PREFIX"],
+                                       capacity=5000, reactor=reactor)
         self.layer.startService()
         self.addCleanup(self.layer.stopService)
 

@@ -1,5 +1,6 @@
 """enforce_ordering under a real WorkerService with 8 threads (concurrency tests)."""
 
+from django.db.backends.signals import connection_created
 from twisted.internet import defer, reactor
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -15,6 +16,12 @@ from tests.test_sessions import use_settings
 THREADS = 8
 
 
+def _no_sync(sender, connection, **kwargs):
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous=OFF")
+
+
 class OrderingWorkerTests(unittest.TestCase):
     """Many messages of one socket, back to back, consumed by 8 worker threads."""
 
@@ -22,6 +29,10 @@ class OrderingWorkerTests(unittest.TestCase):
 
     def setUp(self):
         ensure_table()
+        # Thousands of tiny commits: don't wait for the disk on each (tests
+        # need no durability). Worker threads open their own connections.
+        connection_created.connect(_no_sync)
+        self.addCleanup(connection_created.disconnect, _no_sync)
         self.layer = InMemoryChannelLayer(reactor=reactor, capacity=5000)
         self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.addCleanup(self.assertNoLateRelease)
