@@ -98,24 +98,27 @@ class ChanserveService(service.MultiService):
                 self._log.failure("Stopping {name} failed", name=child.name)
 
 
-_exit_registered = []
+_exit_status = []
 
 
 def _exit_nonzero_at_exit():
     """Make the process exit with status 1 once twistd is done cleaning up."""
-    if _exit_registered:
-        return
-    _exit_registered.append(True)
+    _exit_status.append(1)
 
-    def exit_1():
+
+def _exit_if_failed():
+    # Registered when this module is imported (before twistd starts logging),
+    # so it runs after the other exit handlers.
+    if _exit_status:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
-        os._exit(1)
+        os._exit(_exit_status[0])
 
-    atexit.register(exit_1)
+
+atexit.register(_exit_if_failed)
 
 
 def _server_options(options):
