@@ -166,6 +166,9 @@ class TwistdProcess:
         self.spawn()
         if self.listen:
             ok = wait_for_port(self.port, timeout=timeout, alive=self.alive)
+            # Someone else may have taken the "free" port: then this process
+            # logs that it could not start and exits.
+            ok = ok and self.alive() and "could not start" not in self.log()
         else:
             ok = self.wait_for_log("Worker consuming", timeout=timeout)
         if not ok:
