@@ -96,10 +96,12 @@ class TwoWorkerProcessesTests(unittest.TestCase):
         content.update(reply_channel=reply, order=order, path=path, announce=True)
         await self.layer.send(channel, content)
 
-    async def wait_done(self, count):
-        """Wait for ``count`` announcements on ``ordering-done`` (one per consumer run)."""
-        for _ in range(count):
-            await self.layer.receive(["ordering-done"])
+    async def wait_done(self, count, sockets):
+        """Wait for ``count`` announcements (one per consumer run) of ``sockets``' messages."""
+        while count:
+            _, content = await self.layer.receive(["ordering-done"])
+            if content["socket"] in sockets:
+                count -= 1
 
     def logs(self):
         return "\n".join(w.log() for w in self.workers)
@@ -116,7 +118,7 @@ class TwoWorkerProcessesTests(unittest.TestCase):
             reply = new_channel_name("chanserve.strict!")
             for order in range(500):
                 await self.send(reply, order, "/strict/")
-            await self.wait_done(500)
+            await self.wait_done(500, {reply})
             return reply
         reply = yield defer.Deferred.fromCoroutine(run())
         records = self.records(reply)
@@ -133,7 +135,7 @@ class TwoWorkerProcessesTests(unittest.TestCase):
             for order in range(20):
                 for reply, room in sockets:
                     await self.send(reply, order, f"/slight/{room}")
-            await self.wait_done(20 * len(sockets))
+            await self.wait_done(20 * len(sockets), {reply for reply, _ in sockets})
         yield defer.Deferred.fromCoroutine(run())
         pids = set()
         for reply, room in sockets:
