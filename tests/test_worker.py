@@ -400,6 +400,22 @@ class ConsumeLaterTests(WorkerTestMixin, SynchronousTestCase):
         self.assertEqual(stats["queue_depth"], {"x": 1})
 
 
+    def test_consume_later_while_stopping(self):
+        """A consumer raising ConsumeLater while the worker stops has its message put back at once."""
+        pool = ManualThreadPool()
+
+        def consumer(message):
+            raise ConsumeLater()
+
+        self.make_worker([route("x", consumer)], pool, retry_delay=5)
+        self.send("x", {"n": 1})
+        d = self.worker.stopService()
+        pool.run_one()
+        self.successResultOf(d)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.successResultOf(self.layer.statistics())["queue_depth"], {"x": 1})
+
+
 class FlowTests(WorkerTestMixin, SynchronousTestCase):
     """Channel selection, backpressure, unroutable messages, receive errors and stopping."""
 

@@ -455,6 +455,10 @@ class WorkerService(service.Service):
             return
         content = dict(content)
         content["__retries__"] = retries + 1
+        if not self.running:
+            # Stopping: put it back at once, for whoever consumes next.
+            self.layer.send(channel, content).addErrback(self._requeue_failed, channel)
+            return
         delay = min(self.retry_delay * (2 ** retries), self.retry_max_delay)
         key = next(self._requeue_ids)
         call = self.reactor.callLater(delay, self._requeue, key)
