@@ -170,6 +170,7 @@ class WorkerService(service.Service):
         self._async_running = 0
         self._slot = None
         self._loop = None
+        self._stopping = False
         self._drain_waiters = []
         self._requeues = {}
         self._requeue_ids = itertools.count()
@@ -183,6 +184,7 @@ class WorkerService(service.Service):
 
     def startService(self):
         super().startService()
+        self._stopping = False
         if self._own_pool:
             self.threadpool = _WorkerThreadPool(0, self.threads, name="chanserve-worker")
             self.threadpool.start()
@@ -198,6 +200,7 @@ class WorkerService(service.Service):
 
     def stopService(self):
         super().stopService()
+        self._stopping = True
         if self._loop is not None:
             loop, self._loop = self._loop, None
             loop.cancel()
@@ -455,7 +458,7 @@ class WorkerService(service.Service):
             return
         content = dict(content)
         content["__retries__"] = retries + 1
-        if not self.running:
+        if self._stopping:
             # Stopping: put it back at once, for whoever consumes next.
             self.layer.send(channel, content).addErrback(self._requeue_failed, channel)
             return
