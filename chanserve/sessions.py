@@ -467,6 +467,8 @@ def _ordering_timeout():
 class _Ordering:
     """The ordering of one socket's messages, as seen while handling one of them."""
 
+    _log = Logger()
+
     def __init__(self, message, slight, timeout):
         self.message = message
         self.slight = slight
@@ -503,7 +505,8 @@ class _Ordering:
             return
         if not disconnect:
             if not self.markers.create("done", order):
-                _log.warn("Message {order} of {reply} ran twice", order=order, reply=self.reply)
+                self._log.warn("Message {order} of {reply} ran twice",
+                               order=order, reply=self.reply)
         if order > 0:
             self.markers.delete("done", order - 1)
         if not disconnect:
@@ -532,7 +535,7 @@ class _Ordering:
         pred = self.predecessor(order)
         data = {"channel": message.channel.name, "content": _encode_content(message.content)}
         if not self.markers.create("park", order, data):
-            _log.warn("Message {order} of {reply} is already waiting; dropping this copy",
+            self._log.warn("Message {order} of {reply} is already waiting; dropping this copy",
                       order=order, reply=self.reply)
             return
         _timers.arm(self.layer.reactor, self.markers.key("park", order), self.timeout,
@@ -557,7 +560,7 @@ class _Ordering:
         pred = self.predecessor(order)
         if markers.exists("done", pred):
             if self.release(order, held=False):
-                _log.warn("Message {order} of {reply} was released only by its timeout "
+                self._log.warn("Message {order} of {reply} was released only by its timeout "
                           "(message {pred} finished without releasing it)",
                           order=order, reply=self.reply, pred=pred)
             return
@@ -573,7 +576,7 @@ class _Ordering:
             return
         if data["channel"] == _DISCONNECT:
             # The socket is gone already: let its disconnect consumer clean up.
-            _log.warn(
+            self._log.warn(
                 "Message {pred} of {reply} never finished; running its disconnect (message "
                 "{order}) without it (enforce_ordering)",
                 reply=self.reply, order=order, pred=pred)
@@ -582,10 +585,10 @@ class _Ordering:
                 _decode_content(data["content"]), immediately=True)
             return
         if closed or not markers.create("closed", 0):
-            _log.debug("Dropping message {order} of {reply}: the socket was closed for "
+            self._log.debug("Dropping message {order} of {reply}: the socket was closed for "
                        "a missing message", order=order, reply=self.reply)
             return
-        _log.warn(
+        self._log.warn(
             "Closing {reply}: message {order} on {channel} waited {timeout}s for message "
             "{pred}, which never finished (enforce_ordering; was it lost, or is its consumer "
             "not decorated with @enforce_ordering too?)",
@@ -593,7 +596,8 @@ class _Ordering:
             pred=pred)
         d = Channel(self.reply, channel_layer=self.layer).send({"close": 1011}, immediately=True)
         if d is not None and hasattr(d, "addErrback"):
-            d.addErrback(lambda f: _log.failure("Could not close {reply}", f, reply=self.reply))
+            d.addErrback(lambda f: self._log.failure(
+                "Could not close {reply}", f, reply=self.reply))
 
     def take(self, order):
         """Remove parked message ``order`` (once, whoever asks): its data, or None."""
@@ -625,7 +629,7 @@ def _message_order(message):
         raise ValueError(f"Message 'order' must be an int, not {message.content['order']!r}")
 
 
-def enforce_ordering(func=None, *, slight=False, timeout=None):
+def enforce_ordering(func=None, slight=False, *, timeout=None):
     """
     Run a socket's messages in their ``order``.
 
