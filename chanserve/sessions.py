@@ -178,7 +178,7 @@ def channel_session_key(reply_channel):
 
 
 def session_for_reply_channel(reply_channel, engine=None, load=True):
-    """The channel session of a reply channel (a name or ``Channel``), loaded unless ``load=False``."""
+    """The channel session of a reply channel (a name or ``Channel``)."""
     engine = engine if engine is not None else get_channel_session_engine()
     session = _store_class(engine, _ChannelSessionMixin)(channel_session_key(reply_channel))
     if load:
@@ -643,8 +643,9 @@ def enforce_ordering(func=None, slight=False, *, timeout=None):
     ``timeout`` seconds (``CHANNEL_ORDERING_TIMEOUT``, default 60) the socket
     is closed (code 1011) and the reason logged; make it longer than your
     slowest consumer runs. A message queued behind other parked messages
-    waits as long as they can still move, up to three timeouts. The consumer gets ``message.channel_session``,
-    loaded after its predecessor saved it.
+    waits as long as they can still move, up to three timeouts. The
+    consumer gets ``message.channel_session``, loaded after its predecessor
+    saved it.
 
     Every consumer of the socket's messages must be decorated (the
     ``websocket.connect`` one at least, in slight mode): only decorated

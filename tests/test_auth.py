@@ -191,7 +191,7 @@ class ChannelSessionUserTests(AuthTestsMixin, unittest.SynchronousTestCase):
         self.assertIsInstance(users[0], AnonymousUser)
 
     def test_seed_first_letter_chat(self):
-        """The seed's first-letter-of-username chat, verbatim: alice and adam talk, bob doesn't hear."""
+        """The seed's first-letter chat, verbatim: alice and adam talk, bob doesn't hear."""
         alice, adam, bob = make_user("a"), make_user("a"), make_user("b")
         sockets = {}
         for user in (alice, adam, bob):

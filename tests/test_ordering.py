@@ -216,7 +216,7 @@ class StrictOrderingTests(OrderingTestsMixin, unittest.SynchronousTestCase):
         self.assertEqual(self.queued(), {})
 
     def test_long_chain_making_progress_not_closed(self):
-        """A message waiting behind a parked predecessor isn't timed out while the chain can move."""
+        """A message behind a parked predecessor isn't timed out while the chain can move."""
         self.consumer(self.message(0))
         self.consumer(self.message(3))
         self.clock.advance(DEFAULT_ORDERING_TIMEOUT - 1)
@@ -229,7 +229,7 @@ class StrictOrderingTests(OrderingTestsMixin, unittest.SynchronousTestCase):
         self.assertEqual(self.replies(), [])
 
     def test_chain_head_without_timer(self):
-        """If the chain's head lost its timer (its process died), the next closes the socket later."""
+        """If the chain's head lost its timer (its process died), the next one closes the socket."""
         self.consumer(self.message(0))
         self.consumer(self.message(2))
         self.consumer(self.message(3))
@@ -362,7 +362,7 @@ class StrictOrderingTests(OrderingTestsMixin, unittest.SynchronousTestCase):
         self.assertEqual(session_for_reply_channel(self.reply)["last"], 1)
 
     def test_disconnect_leaves_nothing_behind(self):
-        """After the disconnect message ran, no ordering record nor session of the socket remains."""
+        """After the disconnect ran, no ordering record nor session of the socket remains."""
         @enforce_ordering
         @channel_session
         def consumer(message):
@@ -433,7 +433,7 @@ class SlightOrderingTests(OrderingTestsMixin, unittest.SynchronousTestCase):
         self.assertEqual(self.ran, [0, 1, 2])
 
     def test_gap_does_not_strand_later_messages(self):
-        """A message whose connect finished elsewhere without releasing it is released at its timeout."""
+        """A message whose connect finished elsewhere without releasing it goes at its timeout."""
         self.consumer(self.message(2))
         _Markers(get_channel_session_engine(), self.reply).create("done", 0)
         self.clock.advance(DEFAULT_ORDERING_TIMEOUT)

@@ -52,7 +52,8 @@ class AllowedHostsOnlyTests(unittest.SynchronousTestCase):
         """Another site's Origin raises DenyConnection (HTTP 403) without running the consumer."""
         for origin in (b"https://evil.com", b"https://example.com.evil.com",
                        b"https://notexample.com", b"null", b"not a url"):
-            self.assertRaises(DenyConnection, self.consumer, connect(self.layer, (b"origin", origin)))
+            self.assertRaises(DenyConnection, self.consumer,
+                              connect(self.layer, (b"origin", origin)))
         self.assertEqual(self.ran, [])
 
     def test_missing_repeated_or_non_ascii_origin_denied(self):
