@@ -258,15 +258,16 @@ async def _noop_consumer(message, **kwargs):
 def default_routing():
     """
     The routes appended after every project's routing (contract section 3),
-    plus ``http.disconnect`` → nothing, so those notices don't sit in the
-    layer until they expire.
+    plus ``http.disconnect`` → stop a response still streaming to that
+    client from this process (and so those notices don't sit in the layer
+    until they expire).
     """
     return [
         Route("http.request", "chanserve.handler.view_consumer"),
         Route("websocket.connect", _noop_consumer),
         Route("websocket.receive", _noop_consumer),
         Route("websocket.disconnect", _noop_consumer),
-        Route("http.disconnect", _noop_consumer),
+        Route("http.disconnect", "chanserve.handler.disconnect_consumer"),
     ]
 
 

@@ -197,15 +197,16 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(router.match("x", {"path": "/b"}), (consumer_b, {}))
 
     def test_defaults_appended(self):
-        """Unmatched http.request falls through to the Django view consumer; websocket.* to no-ops."""
-        from chanserve.handler import view_consumer
+        """Unmatched http.request falls through to the Django view consumer; websocket.* to
+        no-ops; http.disconnect to the handler's disconnect consumer."""
+        from chanserve.handler import disconnect_consumer, view_consumer
         router = Router([route("http.request", consumer_a, path=r"^/api/")])
         self.assertEqual(router.match("http.request", {"path": "/api/x"}), (consumer_a, {}))
         self.assertEqual(router.match("http.request", {"path": "/other"}), (view_consumer, {}))
-        for name in ("websocket.connect", "websocket.receive", "websocket.disconnect",
-                     "http.disconnect"):
+        for name in ("websocket.connect", "websocket.receive", "websocket.disconnect"):
             consumer, kwargs = router.match(name, {"path": "/"})
             self.assertIs(consumer, routing._noop_consumer)
+        self.assertEqual(router.match("http.disconnect", {"path": "/"}), (disconnect_consumer, {}))
         self.assertEqual(router.channels[0], "http.request")
 
     def test_no_route_for_channel(self):
