@@ -6,7 +6,6 @@ finishes (``immediately=True`` sends at once); the worker runs consumers
 inside ``holding_sends()`` and flushes what they held.
 """
 
-from contextlib import contextmanager
 from contextvars import ContextVar
 
 from twisted.internet import defer
@@ -50,22 +49,34 @@ class HeldSends:
         sends, self._sends = self._sends, []
         if not sends:
             return defer.succeed([])
-        ds = [getattr(layer, method)(name, content) for layer, method, name, content in sends]
+        # Held content was checked and copied when it was held: layers that
+        # offer a trusted path (the in-memory one) skip doing it again.
+        ds = [(getattr(layer, method + "_validated", None) or getattr(layer, method))(name, content)
+              for layer, method, name, content in sends]
         if len(ds) == 1:
             return ds[0].addCallbacks(lambda _: [], lambda f: [f])
         return defer.DeferredList(ds, consumeErrors=True).addCallback(
             lambda results: [r for ok, r in results if not ok])
 
 
-@contextmanager
-def holding_sends():
-    """Hold ``Channel.send`` / ``Group.send`` made in this context; yields the ``HeldSends``."""
-    held = HeldSends()
-    token = _held_sends.set(held)
-    try:
-        yield held
-    finally:
-        _held_sends.reset(token)
+class holding_sends:
+    """
+    Hold ``Channel.send`` / ``Group.send`` made in this context; ``with
+    holding_sends() as held`` gives the ``HeldSends``.
+    """
+
+    __slots__ = ("held", "_token")
+
+    def __init__(self):
+        self.held = HeldSends()
+
+    def __enter__(self):
+        self._token = _held_sends.set(self.held)
+        return self.held
+
+    def __exit__(self, *exc_info):
+        _held_sends.reset(self._token)
+        return False
 
 
 def _send(layer, method, name, content, immediately):

@@ -93,6 +93,14 @@ class HeldSendsTests(unittest.SynchronousTestCase):
         held.flush()
         self.assertEqual(self.successResultOf(self.layer.receive(["c"]))[1], {"l": [1]})
 
+    def test_flush_copies_once(self):
+        """Held content is copied when held; flushing through the in-memory layer adds no copy."""
+        with holding_sends() as held:
+            Channel("c", channel_layer=self.layer).send({"x": [1]})
+        (_, _, _, held_copy), = list(held)
+        held.flush()
+        self.assertIs(self.successResultOf(self.layer.receive(["c"]))[1], held_copy)
+
     def test_flush_reports_failures(self):
         """flush fires with the failures of sends that did not go through."""
         layer = InMemoryChannelLayer(reactor=task.Clock(), capacity=1)

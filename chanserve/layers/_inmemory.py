@@ -106,6 +106,7 @@ class InMemoryChannelLayer(service.Service):
         self._dispatching = False
         self._rotation = itertools.count()
         self._sweeper = None
+        self._checked_names = {}
         self._stats = dict.fromkeys(
             ("messages_sent", "messages_delivered", "messages_expired",
              "messages_dropped", "channel_full", "group_sends", "group_members_full"), 0)
@@ -134,6 +135,14 @@ class InMemoryChannelLayer(service.Service):
             return defer.fail()
         return defer.succeed(None)
 
+    def send_validated(self, channel, message):
+        """``send`` for a message already returned by ``validate_content`` (not copied again)."""
+        try:
+            self._send(validate_channel_name(channel), message)
+        except Exception:
+            return defer.fail()
+        return defer.succeed(None)
+
     def _send(self, channel, message):
         """Queue an already validated and copied message; raise ChannelFull."""
         key = process_prefix(channel)
@@ -158,8 +167,15 @@ class InMemoryChannelLayer(service.Service):
 
     def send_group(self, group, message):
         try:
-            validate_group_name(group)
             message = validate_content(message)
+        except Exception:
+            return defer.fail()
+        return self.send_group_validated(group, message)
+
+    def send_group_validated(self, group, message):
+        """``send_group`` for a message already returned by ``validate_content``."""
+        try:
+            validate_group_name(group)
         except Exception:
             return defer.fail()
         self._stats["group_sends"] += 1
@@ -180,11 +196,7 @@ class InMemoryChannelLayer(service.Service):
 
     def receive(self, channels):
         try:
-            if isinstance(channels, str):
-                raise TypeError("receive takes a list of channel names, not a str")
-            keys = [validate_channel_name(c, receive=True) for c in channels]
-            if not keys:
-                raise TypeError("receive needs at least one channel name")
+            keys = self._checked_receive_names(channels)
         except Exception:
             return defer.fail()
         item = self._pop_any(keys)
@@ -195,6 +207,21 @@ class InMemoryChannelLayer(service.Service):
         for key in keys:
             self._waiters.setdefault(key, deque()).append(waiter)
         return waiter.deferred
+
+    def _checked_receive_names(self, channels):
+        # Receive loops pass the same few lists again and again: check each once.
+        if isinstance(channels, str):
+            raise TypeError("receive takes a list of channel names, not a str")
+        key = tuple(channels)
+        keys = self._checked_names.get(key)
+        if keys is None:
+            keys = [validate_channel_name(c, receive=True) for c in key]
+            if not keys:
+                raise TypeError("receive needs at least one channel name")
+            if len(self._checked_names) >= 1000:
+                self._checked_names.clear()
+            self._checked_names[key] = keys
+        return keys
 
     def _pop_any(self, keys):
         n = len(keys)
