@@ -132,10 +132,12 @@ class TwoWorkerProcessesTests(unittest.TestCase):
         sockets = [(new_channel_name("chanserve.slight!"), f"room{i}") for i in range(12)]
 
         async def run():
-            for order in range(20):
-                for reply, room in sockets:
+            # One socket after another, its connect and receives back to back,
+            # so the receives compete with their connect for both processes.
+            for reply, room in sockets:
+                for order in range(20):
                     await self.send(reply, order, f"/slight/{room}")
-            await self.wait_done(20 * len(sockets), {reply for reply, _ in sockets})
+                await self.wait_done(20, {reply})
         yield defer.Deferred.fromCoroutine(run())
         pids = set()
         for reply, room in sockets:

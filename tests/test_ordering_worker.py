@@ -101,25 +101,37 @@ class OrderingWorkerTests(unittest.TestCase):
         self.assertNotEqual(orders(reply), list(range(300)))
 
     @defer.inlineCallbacks
+    def run_rooms(self, routing):
+        """
+        12 sockets, one after another, each sending its connect and 19
+        receives back to back (so the receives compete with their connect for
+        the threads); fires with ``{(socket, room): [(order, room seen), ...]}``
+        in the order they ran.
+        """
+        self.start_worker(routing)
+        results = {}
+        for i in range(12):
+            reply, room = new_channel_name("chanserve.slight!"), f"room{i}"
+            done = ordering_consumers.notify_when(reply, 20, reactor)
+            self.send_socket(reply, 20, path=f"/{room}/")
+            yield done
+            results[reply, room] = list(OrderRecord.objects.filter(socket=reply)
+                                        .order_by("id").values_list("order", "room"))
+        return results
+
+    @defer.inlineCallbacks
     def test_slight_receivers_see_room(self):
         """Slight: every receive consumer sees the room its socket's connect consumer saved."""
-        self.start_worker(ordering_consumers.slight_routing)
-        sockets = [(new_channel_name("chanserve.slight!"), f"room{i}") for i in range(12)]
-        waits = [ordering_consumers.notify_when(reply, 20, reactor) for reply, _ in sockets]
-        # Interleave the sockets' messages so connects and receives compete for threads.
-        for order in range(20):
-            for reply, room in sockets:
-                if order == 0:
-                    channel, content = "websocket.connect", {
-                        "path": f"/{room}/", "headers": [], "query_string": b""}
-                else:
-                    channel, content = "websocket.receive", {"path": f"/{room}/", "text": "x"}
-                content.update(reply_channel=reply, order=order)
-                self.successResultOf(self.layer.send(channel, content))
-        yield defer.gatherResults(waits)
-        for reply, room in sockets:
-            records = list(OrderRecord.objects.filter(socket=reply).order_by("id")
-                           .values_list("order", "room"))
+        results = yield self.run_rooms(ordering_consumers.slight_routing)
+        for (reply, room), records in results.items():
             self.assertEqual(len(records), 20)
             self.assertEqual(records[0], (0, room))
             self.assertEqual({r for _, r in records}, {room})
+
+    @defer.inlineCallbacks
+    def test_slight_control(self):
+        """Without enforce_ordering the same load has receives that miss the room."""
+        results = yield self.run_rooms(ordering_consumers.unordered_rooms_routing)
+        seen = [r for records in results.values() for _, r in records]
+        self.assertEqual(len(seen), 12 * 20)
+        self.assertIn(None, seen)

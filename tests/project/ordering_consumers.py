@@ -53,6 +53,12 @@ def _record(message, room=None):
         reactor.callFromThread(d.callback, None)
 
 
+def _work(message, queries):
+    """Some database work, as real consumers do (auth, lookups) before they save."""
+    for _ in range(queries):
+        OrderRecord.objects.filter(socket=message.reply_channel.name).count()
+
+
 def record_unordered(message):
     """
     Records any websocket message with no ordering at all (the control case).
@@ -60,8 +66,7 @@ def record_unordered(message):
     Consumers take uneven time (a few extra queries for some orders), as
     real ones do, so concurrent runs overtake each other.
     """
-    for _ in range(message.content["order"] % 4):
-        OrderRecord.objects.filter(socket=message.reply_channel.name).count()
+    _work(message, message.content["order"] % 4)
     _record(message)
 
 
@@ -74,7 +79,8 @@ def strict_consumer(message):
 @enforce_ordering(slight=True)
 @channel_session
 def slight_connect(message):
-    """Saves the room from the path, like the seed's chat."""
+    """Saves the room from the path, like the seed's chat (after some other work)."""
+    _work(message, 5)
     room = message.content["path"].strip("/")
     message.channel_session["room"] = room
     _record(message, room)
@@ -87,6 +93,21 @@ def slight_receive(message):
     _record(message, message.channel_session.get("room"))
 
 
+@channel_session
+def unordered_connect(message):
+    """slight_connect without ordering (the control case)."""
+    _work(message, 5)
+    room = message.content["path"].strip("/")
+    message.channel_session["room"] = room
+    _record(message, room)
+
+
+@channel_session
+def unordered_receive(message):
+    """slight_receive without ordering (the control case)."""
+    _record(message, message.channel_session.get("room"))
+
+
 strict_routing = [
     route("websocket.connect", strict_consumer),
     route("websocket.receive", strict_consumer),
@@ -96,6 +117,11 @@ strict_routing = [
 slight_routing = [
     route("websocket.connect", slight_connect),
     route("websocket.receive", slight_receive),
+]
+
+unordered_rooms_routing = [
+    route("websocket.connect", unordered_connect),
+    route("websocket.receive", unordered_receive),
 ]
 
 unordered_routing = [
