@@ -16,6 +16,7 @@ every worker process that shares that store.
 import base64
 import functools
 import hashlib
+import inspect
 import threading
 from importlib import import_module
 
@@ -189,6 +190,15 @@ def session_for_reply_channel(reply_channel, engine=None, load=True):
 # -- channel_session --------------------------------------------------------
 
 
+def _plain_consumer(func, decorator):
+    """Refuse ``async def`` consumers: sessions use the ORM, in worker threads."""
+    if inspect.iscoroutinefunction(func):
+        raise TypeError(
+            f"@{decorator} works on plain consumer functions (run in the worker's threads), "
+            f"not on the async def {getattr(func, '__qualname__', func)!r}")
+    return func
+
+
 def channel_session(func):
     """
     Give the consumer ``message.channel_session``, a session tied to its reply channel.
@@ -198,6 +208,8 @@ def channel_session(func):
     several times (through the auth decorators too), the outermost one
     loads and saves it.
     """
+    _plain_consumer(func, "channel_session")
+
     @functools.wraps(func)
     def inner(message, *args, **kwargs):
         if getattr(message, _SESSION_ACTIVE, False):
@@ -292,6 +304,8 @@ def http_session(func):
     query parameter; only an existing session is loaded (an unknown key
     never creates one). Saved after the consumer if it modified it.
     """
+    _plain_consumer(func, "http_session")
+
     @functools.wraps(func)
     def inner(message, *args, **kwargs):
         if hasattr(message, "http_session"):
@@ -655,6 +669,7 @@ def enforce_ordering(func=None, slight=False, *, timeout=None):
     ``db`` or ``cached_db`` for ordering.
     """
     def decorator(func):
+        _plain_consumer(func, "enforce_ordering")
         wrapped = channel_session(func)
 
         @functools.wraps(func)

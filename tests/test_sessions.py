@@ -161,6 +161,14 @@ class ChannelSessionTests(unittest.SynchronousTestCase):
         self.assertRaises(RuntimeError, broken, message)
         self.assertNotIn("room", session_for_reply_channel(message.reply_channel))
 
+    def test_async_consumers_refused(self):
+        """The session decorators refuse async def consumers at decoration time."""
+        async def consumer(message):
+            pass
+        for decorator in (channel_session, http_session):
+            e = self.assertRaises(TypeError, decorator, consumer)
+            self.assertIn("async def", str(e))
+
     def test_no_reply_channel(self):
         """A message without a reply channel gets a clear ValueError naming the channel."""
         @channel_session
