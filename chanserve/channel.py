@@ -9,13 +9,15 @@ inside ``holding_sends()`` and flushes what they held.
 from contextvars import ContextVar
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python import threadable
 
-from .layers._bridge import call_layer
+from .layers._bridge import call_for_layer, call_layer
 from .layers._settings import DEFAULT_CHANNEL_LAYER, get_channel_layer
 from .layers._validation import validate_channel_name, validate_content, validate_group_name
 
 _held_sends = ContextVar("chanserve_held_sends", default=None)
+_log = Logger()
 
 
 class HeldSends:
@@ -77,6 +79,27 @@ class holding_sends:
     def __exit__(self, *exc_info):
         _held_sends.reset(self._token)
         return False
+
+
+def flush_held_sends():
+    """
+    Deliver what the running consumer has held so far, now, in order.
+
+    For decorators that must publish a consumer's sends before they record
+    it as finished (``enforce_ordering``: the next message's replies must
+    not overtake this one's). In a worker thread it waits for the layer and
+    returns the list of failures; on the reactor thread it returns a
+    ``Deferred`` of that list. Outside a consumer it does nothing.
+    """
+    held = _held_sends.get()
+    if held is None or not len(held):
+        return defer.succeed([]) if threadable.isInIOThread() else []
+    layer = next(iter(held))[0]
+    failures = call_for_layer(layer, held.flush)
+    if isinstance(failures, list):
+        for f in failures:
+            _log.warn("A held send failed when flushed early: {error}", error=f.getErrorMessage())
+    return failures
 
 
 def _send(layer, method, name, content, immediately):

@@ -29,7 +29,7 @@ from django.http.cookie import parse_cookie
 from twisted.logger import Logger
 from twisted.python import threadable
 
-from .channel import Channel
+from .channel import Channel, flush_held_sends
 from .exceptions import ConsumeLater
 
 __all__ = [
@@ -691,8 +691,12 @@ def enforce_ordering(func=None, slight=False, *, timeout=None):
                 raise
             except BaseException:
                 # Consumed, if badly: don't make its successors wait for it.
+                flush_held_sends()
                 ordering.finished(order, held=False)
                 raise
+            # Its replies go out before its successor may run, so the
+            # successor's replies can't overtake them.
+            flush_held_sends()
             ordering.finished(order)
             return result
         return inner

@@ -1,7 +1,7 @@
 """enforce_ordering under a real WorkerService with 8 threads (concurrency tests)."""
 
 from django.db.backends.signals import connection_created
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
@@ -84,6 +84,45 @@ class OrderingWorkerTests(unittest.TestCase):
                 "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                 "LOCATION": "chanserve-ordering-tests", "OPTIONS": {"MAX_ENTRIES": 1000000}}})
         return self.check_strict(500)
+
+    @defer.inlineCallbacks
+    def test_strict_replies_in_order(self):
+        """
+        Strict: replies reach the reply channel in the messages' order (a
+        message's held sends go out before its successor may run).
+        """
+        use_settings(
+            self, CHANNEL_SESSION_ENGINE="django.contrib.sessions.backends.cache",
+            CACHES={"default": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "LOCATION": "chanserve-ordering-replies", "OPTIONS": {"MAX_ENTRIES": 1000000}}})
+        self.start_worker(ordering_consumers.strict_reply_routing)
+        prefix = "chanserve.replies!"
+        reply = new_channel_name(prefix)
+        count = 40
+        # Messages trickle in, so many arrive just after their predecessor
+        # is recorded as done, while its thread is still busy afterwards.
+        messages = iter(range(count))
+
+        def send_next():
+            order = next(messages, None)
+            if order is None:
+                sender.stop()
+                return
+            channel = "websocket.connect" if order == 0 else "websocket.receive"
+            self.layer.send(channel, {"path": "/", "headers": [], "query_string": b"",
+                                      "text": str(order), "reply_channel": reply,
+                                      "order": order})
+
+        sender = task.LoopingCall(send_next)
+        sender.clock = reactor
+        sender.start(0.01)
+        texts = []
+        while len(texts) < count:
+            _channel, content = yield self.layer.receive([prefix])
+            if "text" in content:
+                texts.append(int(content["text"]))
+        self.assertEqual(texts, list(range(count)))
 
     def test_strict_in_order_database_engine(self):
         """Strict, with ordering state in the database session engine: 100 messages in order."""

@@ -50,16 +50,26 @@ def call_layer(layer, method, *args):
     blocks). In any other thread: waits for the result and returns it, or
     raises the layer's exception (``ChannelFull``...) in the caller.
     """
+    return call_for_layer(layer, getattr(layer, method), *args)
+
+
+def call_for_layer(layer, function, *args):
+    """
+    Call ``function(*args)`` (which uses ``layer``) on the layer's reactor thread.
+
+    The same rules as ``call_layer``: a ``Deferred`` on the reactor thread,
+    the result (or the exception) anywhere else.
+    """
     if threadable.isInIOThread():
-        return getattr(layer, method)(*args)
+        return function(*args)
     reactor = layer.reactor
     if not getattr(reactor, "running", False):
         if not layer.cross_process:
             # Nothing else can touch an in-memory layer without a reactor:
             # its methods complete synchronously.
-            d = getattr(layer, method)(*args)
+            d = function(*args)
             if isinstance(d, defer.Deferred):
                 return _result_of(d)
             return d
         ensure_reactor_thread(reactor)
-    return blockingCallFromThread(reactor, getattr(layer, method), *args)
+    return blockingCallFromThread(reactor, function, *args)

@@ -5,7 +5,9 @@ Consumers for the ordering tests: each run is recorded in the database.
 once ``count`` runs of ``socket``'s messages were recorded in this process.
 """
 
+import functools
 import os
+import time
 import threading
 
 from twisted.internet import defer
@@ -76,6 +78,24 @@ def strict_consumer(message):
     _record(message)
 
 
+def _slow_afterwards(consumer):
+    """Slow work after the inner consumer returned (another decorator saving, say), on even orders."""
+    @functools.wraps(consumer)
+    def inner(message):
+        result = consumer(message)
+        if message.content["order"] % 2 == 0:
+            time.sleep(0.03)  # test consumer only: hold this thread a while
+        return result
+    return inner
+
+
+@_slow_afterwards
+@enforce_ordering
+def strict_replying_consumer(message):
+    """Strictly ordered; replies with its order, then lingers after ordering is done."""
+    message.reply_channel.send({"text": str(message.content["order"])})
+
+
 @enforce_ordering(slight=True)
 @channel_session
 def slight_connect(message):
@@ -112,6 +132,11 @@ strict_routing = [
     route("websocket.connect", strict_consumer),
     route("websocket.receive", strict_consumer),
     route("websocket.disconnect", strict_consumer),
+]
+
+strict_reply_routing = [
+    route("websocket.connect", strict_replying_consumer),
+    route("websocket.receive", strict_replying_consumer),
 ]
 
 slight_routing = [
