@@ -20,7 +20,7 @@ from twisted.python import failure
 from twisted.python.threadpool import ThreadPool
 
 from ..channel import HeldSends, Message, holding_sends
-from ..exceptions import ConsumeLater
+from ..exceptions import ConsumeLater, DenyConnection
 from ..routing import Router
 from . import _protocol
 
@@ -392,9 +392,15 @@ class WorkerService(service.Service):
                 self._stats["consume_later"] += 1
                 self._consume_later(channel, message.content)
                 return None
-            self._stats["failed"] += 1
-            self._log.failure("Consumer {consumer} raised on a message on {channel}", fail,
-                              consumer=_consumer_name(consumer), channel=channel)
+            if fail.check(DenyConnection):
+                # The documented way to refuse a handshake: not a failure.
+                self._stats["consumed"] += 1
+                self._log.info("Consumer {consumer} refused a connection on {channel}",
+                               consumer=_consumer_name(consumer), channel=channel)
+            else:
+                self._stats["failed"] += 1
+                self._log.failure("Consumer {consumer} raised on a message on {channel}", fail,
+                                  consumer=_consumer_name(consumer), channel=channel)
         else:
             self._stats["consumed"] += 1
         reply = message.reply_channel

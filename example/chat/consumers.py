@@ -37,8 +37,8 @@ def msg_consumer(message):
 
 
 # Connected to websocket.connect on /chat/<room>/
-@allowed_hosts_only
 @enforce_ordering
+@allowed_hosts_only
 @channel_session_user_from_http
 def ws_connect(message, room):
     """
