@@ -5,9 +5,15 @@ System checks of the ``chanserve`` app (``manage.py check``, runserver).
 - ``chanserve.E002``: a layer's ``BACKEND`` cannot be imported.
 - ``chanserve.E003``: a layer's ``CONFIG`` does not fit its backend.
 - ``chanserve.E004``: a layer's ``ROUTING`` cannot be loaded.
-- ``chanserve.E005``: ``CHANNEL_SESSION_ENGINE`` is a signed-cookie engine.
-- ``chanserve.W001``: ``SESSION_ENGINE`` is signed cookies and no
-  ``CHANNEL_SESSION_ENGINE`` is set, so channel sessions cannot work.
+- ``chanserve.E005``: ``CHANNEL_SESSION_ENGINE`` cannot hold channel
+  sessions: it is a signed-cookie engine (or a subclass of its store), or it
+  cannot be imported.
+- ``chanserve.W001``: no ``CHANNEL_SESSION_ENGINE`` is set and
+  ``SESSION_ENGINE`` cannot hold channel sessions (the same reasons), so
+  ``channel_session`` and the channel auth decorators cannot work.
+
+The session checks ask ``chanserve.sessions.get_channel_session_engine()``,
+the function the decorators use, so they refuse exactly what it refuses.
 """
 
 import inspect
@@ -15,8 +21,6 @@ import inspect
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-
-_SIGNED_COOKIES = "django.contrib.sessions.backends.signed_cookies"
 
 
 @checks.register("chanserve")
@@ -76,19 +80,26 @@ def _config_problem(backend, config):
 
 @checks.register("chanserve")
 def check_session_engine(app_configs=None, **kwargs):
-    """Channel sessions need a server-side session store."""
-    engine = getattr(settings, "CHANNEL_SESSION_ENGINE", None)
-    if engine == _SIGNED_COOKIES:
+    """Channel sessions need a server-side session store they can import."""
+    from .sessions import get_channel_session_engine
+
+    try:
+        get_channel_session_engine()
+    except ImproperlyConfigured as e:
+        problem = str(e)
+    except (AttributeError, TypeError) as e:
+        # A module without a usable SessionStore class.
+        problem = f"the channel session engine has no usable SessionStore: {e}"
+    else:
+        return []
+    if getattr(settings, "CHANNEL_SESSION_ENGINE", None):
         return [checks.Error(
-            "CHANNEL_SESSION_ENGINE is the signed-cookie engine; channel sessions "
-            "need an engine that stores data on the server.",
+            problem,
             hint="Use django.contrib.sessions.backends.db, cache or cached_db.",
             id="chanserve.E005")]
-    if engine is None and getattr(settings, "SESSION_ENGINE", None) == _SIGNED_COOKIES:
-        return [checks.Warning(
-            "SESSION_ENGINE is the signed-cookie engine and CHANNEL_SESSION_ENGINE is "
-            "not set, so channel_session and the channel auth decorators cannot work.",
-            hint="Set CHANNEL_SESSION_ENGINE to a server-side engine, e.g. "
-            "django.contrib.sessions.backends.cache.",
-            id="chanserve.W001")]
-    return []
+    return [checks.Warning(
+        f"{problem}. Until then channel_session, enforce_ordering and the channel "
+        "auth decorators fail.",
+        hint="Set CHANNEL_SESSION_ENGINE to a server-side engine, e.g. "
+        "django.contrib.sessions.backends.cached_db.",
+        id="chanserve.W001")]

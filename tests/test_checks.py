@@ -1,5 +1,9 @@
 """The chanserve app's system checks (chanserve.checks)."""
 
+import sys
+import types
+
+from django.contrib.sessions.backends import signed_cookies
 from django.core import checks
 from django.test.utils import override_settings
 from twisted.trial import unittest
@@ -7,6 +11,20 @@ from twisted.trial import unittest
 SIGNED = "django.contrib.sessions.backends.signed_cookies"
 GOOD = {"BACKEND": "chanserve.layers.InMemoryChannelLayer",
         "ROUTING": "tests.project.routing.channel_routing"}
+
+
+def fake_engine(testcase, name, store=None):
+    """Register a session engine module ``name`` whose ``SessionStore`` is ``store`` (if any)."""
+    module = types.ModuleType(name)
+    if store is not None:
+        module.SessionStore = store
+    sys.modules[name] = module
+    testcase.addCleanup(sys.modules.pop, name, None)
+    return name
+
+
+class SignedSubclassStore(signed_cookies.SessionStore):
+    """A project's own signed-cookie store: still nothing stored on the server."""
 
 
 def ids(**settings):
@@ -80,3 +98,44 @@ class SessionEngineCheckTests(unittest.SynchronousTestCase):
         """Signed-cookie HTTP sessions are fine when channel sessions use another engine."""
         self.assertEqual(ids(SESSION_ENGINE=SIGNED,
                              CHANNEL_SESSION_ENGINE="django.contrib.sessions.backends.db"), [])
+
+    def test_signed_subclass_channel_session_engine(self):
+        """A CHANNEL_SESSION_ENGINE whose store subclasses the signed-cookie one is E005."""
+        engine = fake_engine(self, "chanserve_test_signed_subclass", SignedSubclassStore)
+        with override_settings(CHANNEL_SESSION_ENGINE=engine):
+            [message] = checks.run_checks(tags=["chanserve"])
+        self.assertEqual(message.id, "chanserve.E005")
+        self.assertIn(engine, message.msg)
+
+    def test_signed_subclass_session_engine(self):
+        """SESSION_ENGINE with a signed-cookie subclass store and no CHANNEL_SESSION_ENGINE is W001."""
+        engine = fake_engine(self, "chanserve_test_signed_subclass", SignedSubclassStore)
+        self.assertEqual(ids(SESSION_ENGINE=engine), ["chanserve.W001"])
+
+    def test_unimportable_channel_session_engine(self):
+        """A CHANNEL_SESSION_ENGINE that cannot be imported is E005, naming the path."""
+        with override_settings(CHANNEL_SESSION_ENGINE="tests.nowhere.sessions"):
+            [message] = checks.run_checks(tags=["chanserve"])
+        self.assertEqual(message.id, "chanserve.E005")
+        self.assertIn("tests.nowhere.sessions", message.msg)
+
+    def test_unimportable_session_engine(self):
+        """An unimportable SESSION_ENGINE with no CHANNEL_SESSION_ENGINE is W001."""
+        with override_settings(SESSION_ENGINE="tests.nowhere.sessions"):
+            [message] = checks.run_checks(tags=["chanserve"])
+        self.assertEqual(message.id, "chanserve.W001")
+        self.assertIn("tests.nowhere.sessions", message.msg)
+
+    def test_engine_without_session_store(self):
+        """A CHANNEL_SESSION_ENGINE module with no SessionStore class is E005, not a crash."""
+        engine = fake_engine(self, "chanserve_test_no_store")
+        self.assertEqual(ids(CHANNEL_SESSION_ENGINE=engine), ["chanserve.E005"])
+
+    def test_server_side_subclass_passes(self):
+        """A store subclassing a server-side one (here the cache store) is fine."""
+        from django.contrib.sessions.backends import cache
+
+        class CacheStore(cache.SessionStore):
+            pass
+        engine = fake_engine(self, "chanserve_test_cache_subclass", CacheStore)
+        self.assertEqual(ids(CHANNEL_SESSION_ENGINE=engine), [])
