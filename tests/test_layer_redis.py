@@ -103,6 +103,21 @@ class RedisLayerTests(RedisLayerCase):
         self.assertEqual(await d, (reply, {"text": "hi", "raw": b"\x00"}))
         self.assertEqual(await b.group_channels("room"), [reply])
 
+    async def test_held_sends(self):
+        """Sends held by a consumer go out in order when flushed (the already-validated path)."""
+        from chanserve.channel import Channel, Group, holding_sends
+        layer = self.layer()
+        await layer.group_add("held", "held.member")
+        with holding_sends() as held:
+            Channel("held.chan", channel_layer=layer).send({"n": 1})
+            Group("held", channel_layer=layer).send({"g": b"1"})
+            Channel("held.chan", channel_layer=layer).send({"n": 2})
+        self.assertEqual(len(held), 3)
+        self.assertEqual(await held.flush(), [])
+        got = [await layer.receive(["held.chan"]) for _ in range(2)]
+        self.assertEqual(got, [("held.chan", {"n": 1}), ("held.chan", {"n": 2})])
+        self.assertEqual(await layer.receive(["held.member"]), ("held.member", {"g": b"1"}))
+
     async def test_capacity_is_atomic(self):
         """Concurrent sends from two processes never take a channel over capacity: exactly `capacity` go in."""
         prefix = unique_prefix()

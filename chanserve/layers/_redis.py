@@ -339,13 +339,8 @@ class _Receive:
         self.keys = keys
         self.done = False
         self.pending = {}  # shard -> protocol blocked in BLPOP (None while connecting)
-        self.plan = {}  # shard -> [redis key]
-        self.names = {}  # redis key (bytes) -> channel name or process prefix
-        for key in keys:
-            shard = layer._shard(key)
-            redis_key = layer._list_key(key)
-            self.names[redis_key.encode("ascii")] = key
-            self.plan.setdefault(shard, []).append(redis_key)
+        # shard -> [redis key]; redis key (bytes) -> channel name or process prefix
+        self.plan, self.names = layer._receive_plan(keys)
         self.deferred = defer.Deferred(self._cancel)
         self._turn = 0
 
@@ -557,6 +552,8 @@ class RedisChannelLayer(service.Service):
         self._decrements = {}  # process prefix -> names read but not yet uncounted in Redis
         self._stats = dict.fromkeys(_COUNTERS, 0)
         self._stopped = False
+        self._checked_names = {}
+        self._plans = {}
 
     def __repr__(self):
         return f"<RedisChannelLayer {', '.join(map(str, self.hosts))} prefix={self.prefix!r}>"
@@ -713,6 +710,18 @@ class RedisChannelLayer(service.Service):
             payload = self._pack(validate_content(message))
         except Exception:
             return defer.fail()
+        return self._send(channel, payload)
+
+    def send_validated(self, channel, message):
+        """``send`` for a message already returned by ``validate_content`` (held sends)."""
+        try:
+            validate_channel_name(channel)
+            payload = self._pack(message)
+        except Exception:
+            return defer.fail()
+        return self._send(channel, payload)
+
+    def _send(self, channel, payload):
         shard = self._shard(channel)
         key = process_prefix(channel)
         keys = [self._list_key(key)]
@@ -742,6 +751,18 @@ class RedisChannelLayer(service.Service):
             payload = self._pack(validate_content(message))
         except Exception:
             return defer.fail()
+        return self._send_group(group, payload)
+
+    def send_group_validated(self, group, message):
+        """``send_group`` for a message already returned by ``validate_content`` (held sends)."""
+        try:
+            validate_group_name(group)
+            payload = self._pack(message)
+        except Exception:
+            return defer.fail()
+        return self._send_group(group, payload)
+
+    def _send_group(self, group, payload):
         self._stats["group_sends"] += 1
         shard = self._shard(group)
         now = self.clock.seconds()
@@ -827,15 +848,41 @@ class RedisChannelLayer(service.Service):
     def receive(self, channels):
         """Fire with the next ``(channel, message)`` from any of ``channels``."""
         try:
-            if isinstance(channels, str):
-                raise TypeError("receive takes a list of channel names, not a str")
-            keys = [validate_channel_name(c, receive=True) for c in channels]
-            if not keys:
-                raise TypeError("receive needs at least one channel name")
+            keys = self._checked_receive_names(channels)
         except Exception:
             return defer.fail()
         self._ensure_running()
         return self._receive(keys)
+
+    def _checked_receive_names(self, channels):
+        # Receive loops pass the same few lists again and again: check each once.
+        if isinstance(channels, str):
+            raise TypeError("receive takes a list of channel names, not a str")
+        key = tuple(channels)
+        keys = self._checked_names.get(key)
+        if keys is None:
+            keys = [validate_channel_name(c, receive=True) for c in key]
+            if not keys:
+                raise TypeError("receive needs at least one channel name")
+            if len(self._checked_names) >= 1000:
+                self._checked_names.clear()
+            self._checked_names[key] = keys
+        return keys
+
+    def _receive_plan(self, keys):
+        """``(plan, names)`` of a receive on ``keys``: redis keys per shard, and their channels."""
+        key = tuple(keys)
+        cached = self._plans.get(key)
+        if cached is None:
+            plan, names = {}, {}
+            for name in keys:
+                redis_key = self._list_key(name)
+                names[redis_key.encode("ascii")] = name
+                plan.setdefault(self._shard(name), []).append(redis_key)
+            if len(self._plans) >= 1000:
+                self._plans.clear()
+            cached = self._plans[key] = (plan, names)
+        return cached
 
     def _receive(self, keys):
         item = self._from_buffers(keys)
