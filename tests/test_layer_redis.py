@@ -594,6 +594,22 @@ class RedisResilienceTests(RedisLayerCase):
         self.assertEqual((stats["connection_losses"], stats["sends_unavailable"]), (1, 0))
         self.assertEqual(stats["redis_restarts"], 0)
 
+    async def test_receives_cancelled_during_outage(self):
+        """Receives cancelled while Redis is down leave nothing behind: no connections made on recovery."""
+        layer = self.layer(hosts=[self.server.url])
+        await layer.whenConnected()
+        self.server.kill()
+        await until(lambda: layer._shards[0].state == "down")
+        for i in range(20):
+            d = layer.receive([f"outage.{i}"])
+            d.cancel()
+            self.failureResultOf(d, defer.CancelledError)
+        self.server.start()
+        await layer.whenConnected()
+        await task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(layer._shards[0].blocking, set())
+        self.assertEqual((await layer.statistics())["waiting_receivers"], 0)
+
     async def test_restart_under_load(self):
         """Kill -9 and restart Redis mid-stream: no crash, FIFO kept, every send after recovery arrives."""
         prefix = unique_prefix()

@@ -244,6 +244,8 @@ class _Shard:
         if fail_fast and self.state == "down":
             return defer.fail(self._unavailable())
         d = defer.Deferred()
+        if len(self._waiters) > 64:
+            self._waiters = [w for w in self._waiters if not w[0].called]
         self._waiters.append((d, fail_fast))
         if fail_fast:
             d.addTimeout(self.layer.connect_timeout, self.layer.reactor,
@@ -268,8 +270,15 @@ class _Shard:
             proto.abort()
             raise LayerUnavailable("the channel layer has stopped")
         self.blocking.add(proto)
-        yield proto.whenConnected()
-        proto.client_id = yield proto.command("CLIENT", "ID")
+        try:
+            yield proto.whenConnected()
+            proto.client_id = yield proto.command("CLIENT", "ID")
+        except BaseException:
+            # Failed or cancelled half-way: don't leave it in the pool.
+            self.blocking.discard(proto)
+            proto.on_lost = None
+            proto.abort()
+            raise
         return proto
 
     def _blocking_lost(self, proto, why):
@@ -339,6 +348,7 @@ class _Receive:
         self.keys = keys
         self.done = False
         self.pending = {}  # shard -> protocol blocked in BLPOP (None while connecting)
+        self.acquiring = {}  # shard -> Deferred of the connection it waits for
         # shard -> [redis key]; redis key (bytes) -> channel name or process prefix
         self.plan, self.names = layer._receive_plan(keys)
         self.deferred = defer.Deferred(self._cancel)
@@ -352,11 +362,12 @@ class _Receive:
 
     def _arm(self, shard):
         self.pending[shard] = None
-        shard.blocking_protocol().addCallbacks(
-            self._block, self._no_connection, (shard,), None, (shard,))
+        d = self.acquiring[shard] = shard.blocking_protocol()
+        d.addCallbacks(self._block, self._no_connection, (shard,), None, (shard,))
 
     def _no_connection(self, f, shard):
         self.pending.pop(shard, None)
+        self.acquiring.pop(shard, None)
         if self.done:
             return
         if shard.state == "stopped":
@@ -366,6 +377,7 @@ class _Receive:
             self._arm(shard)
 
     def _block(self, proto, shard):
+        self.acquiring.pop(shard, None)
         if self.done:
             self.pending.pop(shard, None)
             shard.release(proto)
@@ -486,6 +498,9 @@ class _Receive:
         for shard, proto in list(self.pending.items()):
             if proto is not None:
                 shard.unblock(proto)
+            elif shard in self.acquiring:
+                # Still waiting for the server or a connection: stop waiting.
+                self.acquiring.pop(shard).cancel()
 
 
 @implementer(IChannelLayer)
