@@ -362,6 +362,46 @@ class GettingStartedTests(unittest.TestCase):
         self.assertEqual(sorted(received, key=len), expected)
 
 
+class ConsumerKindsTests(unittest.TestCase):
+    """docs/concepts.rst "Where a consumer runs": each kind runs where the text says."""
+
+    def setUp(self):
+        use_docs_examples(self)
+
+    @defer.inlineCallbacks
+    def test_where_each_kind_runs(self):
+        """Plain functions run in the thread pool; the four reactor kinds on the reactor."""
+        from chanserve.worker import runs_on_reactor
+        consumers = example("kinds.consumers")
+        expected = {
+            "/plain/": (consumers.plain, "thread pool"),
+            "/coroutine/": (consumers.coroutine, "reactor"),
+            "/inline/": (consumers.inline_callbacks, "reactor"),
+            "/annotated/": (consumers.annotated, "reactor"),
+            "/marked/": (consumers.marked, "reactor"),
+        }
+        harness = DocsHarness(self, example("kinds.routing").channel_routing)
+        for path, (consumer, place) in expected.items():
+            self.assertEqual(runs_on_reactor(consumer), place == "reactor", path)
+            s = harness.socket(path)
+            yield s.connect()
+            yield s.send("where?")
+            self.assertEqual((yield s.receive()), {"text": place}, path)
+
+    @defer.inlineCallbacks
+    def test_flush_held_sends_decorator(self):
+        """The decorator's flush_held_sends() delivers the consumer's reply before its immediate "done"."""
+        from chanserve.worker import runs_on_reactor
+        decorators = example("kinds.decorators")
+        self.assertFalse(runs_on_reactor(decorators.replies_then_done))
+        harness = DocsHarness(self, example("kinds.routing").channel_routing)
+        s = harness.socket("/done/")
+        yield s.connect()
+        yield s.send("go")
+        self.assertEqual([(yield s.receive()), (yield s.receive())],
+                         [{"text": "reply"}, {"text": "done"}])
+
+
 class TestingExampleTests(unittest.SynchronousTestCase):
     """The sample test case of docs/testing.rst passes (and so ConsumerClient does what it says)."""
 
@@ -447,6 +487,31 @@ class ReferenceTests(unittest.SynchronousTestCase):
                 "query_string", "headers", "body", "body_channel", "client", "server", "status",
                 "content", "more_content", "closed", "order", "text", "bytes", "close", "accept", "code"]
         self.assertEqual([k for k in keys if f"``{k}``" not in text], [])
+
+    def test_every_system_check(self):
+        """Every check id chanserve.checks can report is listed in reference.rst."""
+        import chanserve.checks
+        with open(chanserve.checks.__file__, encoding="utf-8") as f:
+            source = f.read()
+        found = set(re.findall(r'id="(chanserve\.[EW]\d{3})"', source))
+        self.assertGreaterEqual(len(found), 6)
+        text = read_doc("reference.rst")
+        self.assertEqual(sorted(i for i in found if f"``{i}``" not in text), [])
+
+    def test_numbers_match_the_code(self):
+        """The defaults the docs quote (timeouts, chunk size, reply retry time) are the code's."""
+        from chanserve import handler, sessions
+        concepts, reference = read_doc("concepts.rst"), read_doc("reference.rst")
+        retry = f"about {sum(handler._SEND_RETRY_DELAYS):.1f} seconds per message"
+        self.assertIn(retry, concepts)
+        body_timeout = f"``AsgiRequest.body_receive_timeout`` seconds ({handler.AsgiRequest.body_receive_timeout})"
+        self.assertIn(body_timeout, concepts)
+        chunk = f"``AsgiHandler.chunk_size`` bytes ({handler.AsgiHandler.chunk_size // 1024} KiB)"
+        self.assertIn(chunk, concepts)
+        self.assertIn(f"{sessions.DEFAULT_ORDERING_TIMEOUT:g} seconds by default", concepts)
+        self.assertIn(f"(default {sessions.DEFAULT_ORDERING_TIMEOUT:g};", reference)
+        words = ["no", "one", "two", "three", "four", "five"]
+        self.assertIn(f"at most {words[sessions._CHAIN_WAITS]} timeouts", concepts)
 
     def test_getting_started_includes_tested_files(self):
         """Every code block of getting-started.rst is a literalinclude of a file that exists."""

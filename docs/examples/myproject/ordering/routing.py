@@ -4,6 +4,7 @@ from myproject.ordering import consumers, strict
 strict_routing = [
     route("websocket.connect", strict.ws_connect),
     route("websocket.receive", strict.ws_message),
+    route("websocket.disconnect", strict.ws_disconnect),
 ]
 
 channel_routing = [
