@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from chanserve.exceptions import ChannelFull, LayerUnavailable
 from chanserve.layers import RedisChannelLayer
-from chanserve.layers._redis import IDLE_BLOCKING
+from chanserve.layers._redis_shard import IDLE_BLOCKING
 from chanserve.layers._redis_connection import ConnectionError, RedisProtocol
 
 from .layer_conformance import LayerConformanceMixin
