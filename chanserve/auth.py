@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from django.contrib import auth
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 
-from .sessions import channel_and_http_session, channel_session, http_session
+from .sessions import _plain_consumer, channel_and_http_session, channel_session, http_session
 
 __all__ = [
     "channel_and_http_session_user_from_http",
@@ -60,6 +60,7 @@ def transfer_user(from_session, to_session):
 
 def http_session_user(func):
     """Give the consumer ``message.http_session`` and ``message.user`` from it."""
+    _plain_consumer(func, "http_session_user")
     @http_session
     @functools.wraps(func)
     def inner(message, *args, **kwargs):
@@ -70,6 +71,7 @@ def http_session_user(func):
 
 def channel_session_user(func):
     """Give the consumer ``message.channel_session`` and ``message.user`` from it."""
+    _plain_consumer(func, "channel_session_user")
     @channel_session
     @functools.wraps(func)
     def inner(message, *args, **kwargs):
@@ -83,6 +85,7 @@ def channel_session_user_from_http(func):
     For ``websocket.connect``: ``message.user`` from the HTTP session, copied
     into the channel session for the socket's later messages.
     """
+    _plain_consumer(func, "channel_session_user_from_http")
     @http_session_user
     @channel_session
     @functools.wraps(func)
@@ -97,6 +100,7 @@ def channel_and_http_session_user_from_http(func):
     ``channel_session_user_from_http`` that also keeps the HTTP session for
     the socket's later messages (see ``channel_and_http_session``).
     """
+    _plain_consumer(func, "channel_and_http_session_user_from_http")
     @http_session_user
     @channel_and_http_session
     @functools.wraps(func)

@@ -69,8 +69,11 @@ def get_channel_session_engine():
         engine = import_module(path)
     except ImportError as e:
         raise ImproperlyConfigured(f"{setting}: cannot import {path!r}: {e}") from e
+    store = getattr(engine, "SessionStore", None)
+    if not isinstance(store, type):
+        raise ImproperlyConfigured(f"{setting} is {path!r}, which has no SessionStore class")
     signed = import_module(_SIGNED_COOKIES)
-    if engine is signed or issubclass(engine.SessionStore, signed.SessionStore):
+    if engine is signed or issubclass(store, signed.SessionStore):
         raise ImproperlyConfigured(
             f"{setting} is {path!r}: channel sessions need a session engine they can "
             "write to (db, cache, cached_db, file), not signed cookies; set "
@@ -324,6 +327,7 @@ def channel_and_http_session(func):
     Both sessions; the HTTP session key is kept in the channel session on
     connect so later messages of the socket get ``message.http_session`` too.
     """
+    _plain_consumer(func, "channel_and_http_session")
     @http_session
     @channel_session
     @functools.wraps(func)

@@ -158,6 +158,24 @@ def setup_django(options):
     django.setup()
 
 
+def _run_system_checks():
+    """
+    Django's system checks, as ``runserver`` runs them: errors end start-up
+    with one line naming each; warnings are logged once logging starts.
+    """
+    from django.core import checks
+    from twisted.logger import Logger
+
+    found = [m for m in checks.run_checks() if not m.is_silenced()]
+    errors = [m for m in found if m.is_serious()]
+    if errors:
+        raise SystemExit("chanserve: system check failed: " + "; ".join(
+            f"{m.id}: {m.msg}" + (f" (HINT: {m.hint})" if m.hint else "") for m in errors))
+    log = Logger(namespace="chanserve.checks")
+    for m in found:
+        log.warn("System check {id}: {msg}", id=m.id, msg=m.msg)
+
+
 def makeService(options):
     """
     Build the ``MultiService`` for ``options``; see ``chanserve.service``.
@@ -173,6 +191,7 @@ def makeService(options):
         raise SystemExit(
             f"chanserve: cannot load Django settings {options['settings']!r}: "
             f"{type(e).__name__}: {e}")
+    _run_system_checks()
     from .service import StartupError, make_chanserve_service
     try:
         return make_chanserve_service(options, reactor)

@@ -242,3 +242,23 @@ class TransferUserTests(unittest.SynchronousTestCase):
         target[SESSION_KEY] = "8"
         transfer_user(None, target)
         self.assertEqual(target, {"room": "x"})
+
+
+class AsyncConsumersRefusedTests(unittest.SynchronousTestCase):
+    """The session and auth decorators refuse async def consumers when they decorate them."""
+
+    def test_refused(self):
+        """Each decorator raises TypeError naming itself for an async def consumer."""
+        from chanserve import auth, sessions
+
+        async def consumer(message):
+            pass
+
+        for decorator in (auth.http_session_user, auth.channel_session_user,
+                          auth.channel_session_user_from_http,
+                          auth.channel_and_http_session_user_from_http,
+                          sessions.channel_and_http_session, sessions.channel_session,
+                          sessions.http_session):
+            with self.assertRaises(TypeError, msg=decorator.__name__) as e:
+                decorator(consumer)
+            self.assertIn(decorator.__name__, str(e.exception))

@@ -424,3 +424,18 @@ class HttpSessionTests(unittest.SynchronousTestCase):
         consumer(connect)
         consumer(receive_message(self.layer, connect.reply_channel.name))
         self.assertEqual(seen, ["blue", "blue"])
+
+
+class SessionEngineTests(unittest.SynchronousTestCase):
+    """get_channel_session_engine explains an unusable engine with ImproperlyConfigured."""
+
+    def test_engine_without_session_store(self):
+        """An engine module with no SessionStore class names the setting and the module."""
+        from django.core.exceptions import ImproperlyConfigured
+
+        from chanserve.sessions import get_channel_session_engine
+        use_settings(self, CHANNEL_SESSION_ENGINE="chanserve.exceptions")
+        with self.assertRaises(ImproperlyConfigured) as e:
+            get_channel_session_engine()
+        self.assertIn("CHANNEL_SESSION_ENGINE", str(e.exception))
+        self.assertIn("chanserve.exceptions", str(e.exception))

@@ -72,6 +72,15 @@ class CommandLineTests(SynchronousTestCase):
         self.assertIn("CHANNEL_LAYERS['default']['ROUTING']", last_line(output))
         self.assertNotIn("Traceback", output)
 
+    def test_system_check_error(self):
+        """A project failing a system check doesn't start: exit 1, one line naming the check."""
+        status, output = run_twistd(["-n", "--pidfile=", "chanserve", "--settings",
+                                     "tests.project.settings_check_error", "--port", "0"])
+        self.assertEqual(status, 1, output)
+        self.assertIn("chanserve.E005", last_line(output))
+        self.assertIn("CHANNEL_SESSION_ENGINE", last_line(output))
+        self.assertNotIn("Traceback", output)
+
     def test_cross_process_modes_need_cross_process_layer(self):
         """``--noworker`` and ``--worker-only`` with the in-memory layer are refused clearly."""
         for mode in ("--noworker", "--worker-only"):
