@@ -110,21 +110,22 @@ class InterfaceServer(service.Service):
         factory = _ConnectionFactory(self)
         listens = [endpoints.serverFromString(self.reactor, description).listen(factory)
                    for description in self.endpoints]
-        self.listening = defer.gatherResults(listens, consumeErrors=True)
-        self.listening.addCallbacks(self._listening, self._not_listening)
+        self.listening = defer.DeferredList(listens, consumeErrors=True)
+        self.listening.addCallback(self._listened)
         return self.listening
 
-    def _listening(self, ports):
-        self.listening_ports = list(ports)
+    def _listened(self, results):
+        ports = [port for ok, port in results if ok]
+        failures = [failure for ok, failure in results if not ok]
+        if failures:
+            # Reported by whoever watches ``listening`` (the chanserve service), once.
+            for port in ports:
+                port.stopListening()
+            return failures[0]
+        self.listening_ports = ports
         for port in ports:
             self._log.info("Interface server listening on {address}", address=port.getHost())
         return ports
-
-    def _not_listening(self, failure):
-        # Reported by whoever watches ``listening`` (the chanserve service), once.
-        if failure.check(defer.FirstError):
-            failure = failure.value.subFailure
-        return failure
 
     def stopService(self):
         """Stop listening, let responses finish (up to C{shutdown_timeout}), close WebSockets with 1001."""

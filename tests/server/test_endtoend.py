@@ -271,3 +271,23 @@ class UnixEndToEndTests(EchoServerMixin, TestCase):
         out = yield threads.deferToThread(fetch)
         self.assertTrue(out.endswith(b"/unix 0"), out)
         self.assertIsNone(self.seen[0][1]["client"])
+
+
+class ListenFailureTests(TestCase):
+    """``listening`` fails when an endpoint cannot listen, and the others are closed."""
+
+    @defer.inlineCallbacks
+    def test_port_in_use(self):
+        """A port in use: ``listening`` fails with CannotListenError; nothing stays open."""
+        from twisted.internet.error import CannotListenError
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            busy = taken.getsockname()[1]
+            server = InterfaceServer(InMemoryChannelLayer(reactor=reactor), reactor,
+                                     ["tcp:0:interface=127.0.0.1", f"tcp:{busy}:interface=127.0.0.1"],
+                                     ping_interval=0)
+            server.startService()
+            yield self.assertFailure(server.listening, CannotListenError)
+            self.assertEqual(server.listening_ports, [])
+            yield server.stopService()
