@@ -97,6 +97,20 @@ class HandshakeTests(WebSocketTestCase):
         self.assertTrue(head.startswith(b"HTTP/1.1 101 "))
         self.assertEqual(server_frames(rest)[0], [(1, b"hello")])
 
+    def test_answer_during_connect(self):
+        """A consumer answering while ``websocket.connect`` is still being sent (in-memory layer)."""
+        def answer(result):
+            channel, message = result
+            self.h.reply(message, {"text": "first", "close": 4002})
+        self.h.layer.receive(["websocket.connect"]).addCallback(answer)
+        protocol, transport = self.h.connect()
+        protocol.dataReceived(upgrade_request())
+        head, _, rest = transport.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "))
+        frames = server_frames(rest)[0]
+        self.assertEqual(frames[0], (1, b"first"))
+        self.assertEqual(struct.unpack("!H", frames[1][1][:2])[0], 4002)
+
     def test_late_accept_ignored(self):
         """A second accept (the worker's implicit one) after an explicit one changes nothing."""
         _, transport, connect = self.open()
