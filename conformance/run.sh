@@ -4,6 +4,8 @@
 #   CASES='1.* 2.*'     run only these cases (default: all of them, which takes >20 minutes)
 #   EXCLUDE='12.* 13.*' skip these cases (the compression ones are the slow ones)
 #   PORT=9001           where chanserve listens
+#   REPORTS=DIR         where the reports go (default conformance/reports)
+#   WSTEST=PATH         the wstest command (default ../shared/tools/wstest, which sets itself up)
 # Reports go to conformance/reports/ (index.html, index.json); a summary is printed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,7 +15,8 @@ twistd=${TWISTD:-$root/.venv/bin/twistd}
 wstest=${WSTEST:-$root/../shared/tools/wstest}
 port=${PORT:-9001}
 work=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+server=
+trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
 # The spec in the repository, with the port, cases and report folder of this run.
 "$python" - "$here/fuzzingclient.json" "$work/spec.json" "$port" "${REPORTS:-$here/reports}" "${CASES:-}" "${EXCLUDE:-}" <<'PY'
