@@ -138,6 +138,12 @@ def _server_options(options):
         ping_timeout=float(get("ping-timeout", 30.0)),
         max_request_body=int(get("max-request-body", 1 << 30)),
         websocket_max_message=int(get("websocket-max-message", 1 << 20)),
+        idle_timeout=float(get("idle-timeout", 20.0)),
+        header_timeout=float(get("header-timeout", 10.0)),
+        body_timeout=float(get("body-timeout", 60.0)),
+        shutdown_timeout=float(get("shutdown-timeout", 10.0)),
+        max_header_size=int(get("max-header-size", 1 << 16)),
+        max_headers=int(get("max-headers", 100)),
     )
 
 
@@ -184,7 +190,8 @@ def make_chanserve_service(options, reactor):
         worker = WorkerService(
             layer, reactor, router, threads=int(options.get("threads") or 10),
             only_channels=tuple(options.get("only-channels") or ()),
-            exclude_channels=tuple(options.get("exclude-channels") or ()))
+            exclude_channels=tuple(options.get("exclude-channels") or ()),
+            stop_timeout=float(options.get("shutdown-timeout") or 10.0))
         worker.setServiceParent(top)
     if not worker_only:
         from .server import InterfaceServer

@@ -5,6 +5,7 @@ Children are added in dependency order (layer, worker, interface server),
 so ``MultiService.stopService`` stops the listeners first.
 """
 
+import ipaddress
 import os
 import sys
 
@@ -70,6 +71,21 @@ class Options(usage.Options):
         ["websocket-max-message", None, 1 << 20,
          "Largest WebSocket message in bytes (close 1009 above it; 0: no limit).",
          _number(int, 0, True, option="websocket-max-message")],
+        ["idle-timeout", None, 20.0,
+         "Close an idle HTTP keep-alive connection after this many seconds.",
+         _number(float, 0, True, option="idle-timeout")],
+        ["header-timeout", None, 10.0,
+         "Seconds a client may take to send its request headers (408 after).",
+         _number(float, 0, True, option="header-timeout")],
+        ["body-timeout", None, 60.0,
+         "Seconds a request body may stall before 408.", _number(float, 0, True, option="body-timeout")],
+        ["shutdown-timeout", None, 10.0,
+         "On stop, seconds to let in-flight responses and consumers finish.",
+         _number(float, 0, True, option="shutdown-timeout")],
+        ["max-header-size", None, 1 << 16,
+         "Largest request header block in bytes (431 above it).", _number(int, 1, option="max-header-size")],
+        ["max-headers", None, 100,
+         "Most request header lines (431 above it).", _number(int, 1, option="max-headers")],
     ]
 
     compData = usage.Completions(
@@ -107,7 +123,12 @@ class Options(usage.Options):
         self["exclude-channels"].append(pattern)
 
     def opt_trusted_proxy(self, address):
-        """An address whose X-Forwarded-* headers are trusted (repeatable; default 127.0.0.1 and ::1)."""
+        """An address or network (10.0.0.0/8) whose X-Forwarded-* headers are trusted (repeatable; default 127.0.0.1 and ::1)."""
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            raise usage.UsageError(
+                f"--trusted-proxy {address!r} is not an IP address or network")
         self["trusted-proxies"].append(address)
 
     def opt_pythonpath(self, directory):

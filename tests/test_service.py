@@ -5,6 +5,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from chanserve import service as chanserve_service
@@ -86,6 +87,25 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(server.http_timeout, 5.0)
         self.assertEqual(server.websocket_connect_timeout, 3.0)
         self.assertEqual(server.root_path, "/app")
+
+    def test_tuning_options_passed(self):
+        """Timeouts and header limits reach the server; --shutdown-timeout the worker too."""
+        top = make_chanserve_service(options(
+            "--idle-timeout", "7", "--header-timeout", "4", "--body-timeout", "9",
+            "--shutdown-timeout", "2.5", "--max-header-size", "2048", "--max-headers", "12"),
+            self.reactor)
+        worker, server = list(top)[-2:]
+        self.assertEqual((server.idle_timeout, server.header_timeout, server.body_timeout,
+                          server.shutdown_timeout, server.max_header_size, server.max_headers),
+                         (7.0, 4.0, 9.0, 2.5, 2048, 12))
+        self.assertEqual(worker.stop_timeout, 2.5)
+
+    def test_trusted_proxy_checked(self):
+        """--trusted-proxy takes addresses and networks; anything else is a usage error."""
+        self.assertEqual(options("--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "::1")
+                         ["trusted-proxies"], ["10.0.0.0/8", "::1"])
+        e = self.assertRaises(UsageError, options, "--trusted-proxy", "proxy.example")
+        self.assertIn("--trusted-proxy", str(e))
 
     def test_worker_channel_globs(self):
         """``--only-channels`` / ``--exclude-channels`` reach the worker."""
