@@ -59,8 +59,9 @@ class ExampleServer:
         self.testcase = testcase
         self.environ = dict(environ or {})
         self.workers = []
-        self.directory = tempfile.mkdtemp(prefix="chanserve-example-")
-        testcase.addCleanup(shutil.rmtree, self.directory, True)
+        # Under trial's temporary directory: the processes' logs outlive a failed run.
+        self.directory = os.path.abspath(testcase.mktemp())
+        os.makedirs(self.directory)
         self.database = os.path.join(self.directory, "db.sqlite3")
         migrated = manage(self.database, "migrate", "--noinput", "-v", "0")
         if migrated.returncode:
@@ -76,6 +77,7 @@ class ExampleServer:
         self.process = None
         self.start()
         testcase.addCleanup(self.stop)
+        testcase.addCleanup(self.check_alive)
 
     def start(self):
         """Start (or restart, after ``stop``) the server process on the same socket."""
@@ -88,6 +90,7 @@ class ExampleServer:
                 "--settings", "example.settings",
                 "--endpoint", "systemd:domain=INET:index=0", *self.extra_args]
         self.starts += 1
+        self.stopped = False
         with open(os.path.join(self.directory, f"twistd{self.starts}.log"), "wb") as log:
             self.process = subprocess.Popen(
                 args, cwd=EXAMPLE, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=log,
@@ -117,8 +120,15 @@ class ExampleServer:
                     text.append(f"--- {name} ---\n{f.read()}")
         return "\n".join(text)
 
+    def check_alive(self):
+        """Fail with the logs if the server died without being stopped."""
+        if not self.stopped and self.process.poll() is not None:
+            raise AssertionError(
+                f"twistd exited by itself (status {self.process.returncode}):\n{self.log()[-4000:]}")
+
     def stop(self):
         """SIGTERM and wait (SIGKILL if it will not go); the exit status."""
+        self.stopped = True
         return _stop_process(self.process)
 
 
