@@ -25,6 +25,7 @@ from twisted.python import failure, threadable
 
 from .exceptions import ChannelFull, RequestAborted, RequestTimeout, ResponseLater
 from .layers._bridge import ensure_reactor_thread
+from .layers._validation import new_channel_name
 
 __all__ = ["AsgiHandler", "AsgiRequest", "disconnect_consumer", "get_view_handler",
            "set_view_handler", "view_consumer"]
@@ -565,17 +566,79 @@ async def disconnect_consumer(message):
         _gone.add(reply)
 
 
-class _ReplySender:
-    """Sends response messages at once, retrying briefly on ``ChannelFull``."""
+class _ClientGone(Exception):
+    """The interface server acknowledged a response message with ``closed``."""
 
-    def __init__(self, layer, channel):
+
+class _AckTimeout(Exception):
+    """No acknowledgement of a response message within ``ack_timeout``."""
+
+
+class _ReplySender:
+    """
+    Sends response messages, retrying briefly on ``ChannelFull``, paced by the client.
+
+    A response of one message is sent as is. A longer one (streaming and
+    file responses, content over ``AsgiHandler.chunk_size``) puts an
+    ``ack_channel`` on every message but the last; the interface server
+    answers ``{"ok": True}`` there once that message is written and the
+    connection's unsent output is small, or ``{"closed": True}`` when the
+    client is gone. At most ``window`` messages go unacknowledged, so a
+    client reading slowly slows the view instead of filling the server's
+    memory; the last message waits for every acknowledgement.
+
+    Only for requests whose reader said it acknowledges (``response_acks``
+    in the ``http.request`` message, as chanserve's interface server does);
+    and waiting needs a worker thread: on the reactor thread (where blocking
+    is impossible) pacing is dropped for the rest of the response.
+    """
+
+    window = 2
+    ack_timeout = 300.0
+
+    def __init__(self, layer, channel, clock=None, paced=True):
         self.layer = layer
         self.channel = channel
+        self.clock = clock if clock is not None else layer.reactor
         self.started = False
+        self._ack_channel = None
+        self._unacked = 0
+        self._paced = paced
 
     def send(self, content):
-        _on_reactor(self.layer, _send_retrying, self.layer, self.channel, content, self.layer.reactor)
+        """Send one response message (waiting for acknowledgements first if needed)."""
+        more = content.get("more_content", False)
+        if self._paced and (more or self._unacked):
+            limit = self.window if more else 1
+            while self._paced and self._unacked >= limit:
+                self._wait()
+            if more and self._paced:
+                if self._ack_channel is None:
+                    self._ack_channel = new_channel_name("http.response.ack?")
+                content = dict(content, ack_channel=self._ack_channel)
+                self._unacked += 1
+        _on_reactor(self.layer, _send_retrying, self.layer, self.channel, content, self.clock)
         self.started = True
+
+    def send_final(self):
+        """End the response now, without waiting for acknowledgements."""
+        self._paced = False
+        self.send({"content": b"", "more_content": False})
+
+    def _wait(self):
+        """Take the oldest acknowledgement; raise ``_ClientGone`` or ``_AckTimeout``."""
+        try:
+            _, ack = _on_reactor(self.layer, _receive_within, self.layer, self._ack_channel,
+                                 self.ack_timeout, self.clock)
+        except _WouldBlock:
+            self._paced = False
+            return
+        except RequestTimeout:
+            raise _AckTimeout(f"no acknowledgement on {self._ack_channel!r} "
+                              f"for {self.ack_timeout} seconds") from None
+        self._unacked -= 1
+        if ack.get("closed"):
+            raise _ClientGone()
 
 
 def view_consumer(message):
@@ -593,8 +656,10 @@ def view_consumer(message):
         _log.warn("http.request message without a reply_channel on {channel}",
                   channel=message.channel.name)
         return
-    sender = _ReplySender(message.channel_layer, reply.name)
-    replies = get_view_handler()(message)
+    handler = get_view_handler()
+    sender = _ReplySender(message.channel_layer, reply.name, getattr(handler, "_clock", None),
+                          paced=message.content.get("response_acks") is True)
+    replies = handler(message)
     try:
         for content in replies:
             if reply.name in _gone:
@@ -602,13 +667,25 @@ def view_consumer(message):
                           path=message.content.get("path"))
                 break
             sender.send(content)
+    except _ClientGone:
+        _log.info("Client of {path!r} went away; response abandoned",
+                  path=message.content.get("path"))
+    except _AckTimeout:
+        _log.warn("Client of {path!r} read nothing for {timeout} s; response abandoned",
+                  path=message.content.get("path"), timeout=sender.ack_timeout)
+        try:
+            sender.send_final()
+        except Exception:
+            _log.failure("Could not end the response to {path!r}", path=message.content.get("path"))
     except Exception:
         send_failed = isinstance(sys.exc_info()[1], (ChannelFull, _WouldBlock))
         _log.failure("Error serving {path!r}", path=message.content.get("path"))
         if not send_failed:
             try:
-                sender.send({"content": b"", "more_content": False} if sender.started
-                            else _internal_error(sys.exc_info()))
+                if sender.started:
+                    sender.send_final()
+                else:
+                    sender.send(_internal_error(sys.exc_info()))
             except Exception:
                 _log.failure("Could not send the error response for {path!r}",
                              path=message.content.get("path"))

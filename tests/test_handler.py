@@ -28,17 +28,14 @@ from tests.project import django_views, ensure_database
 # -- a URLconf of this module's own views (ROOT_URLCONF = "tests.test_handler") --
 
 PROBES = []
+SEEN = []  # reply messages an AckingReader took
 
 
 def probe_stream(request):
-    """Streams 4 parts; before each, records how many reply messages the layer holds."""
-    layer = request.message.channel_layer
-    reply = request.reply_channel.name
-
+    """Streams 4 parts; before each, records how many reply messages were sent."""
     def parts():
         for i in range(4):
-            stats = blockingCallFromThread(reactor, layer.statistics)
-            PROBES.append(stats["queue_depth"].get(reply, 0))
+            PROBES.append(blockingCallFromThread(reactor, len, SEEN))
             yield b"part%d" % i
 
     return StreamingHttpResponse(parts())
@@ -117,6 +114,71 @@ def drain(layer, prefix="r!"):
             d.addErrback(lambda f: None)
             return out
         out.append(d.result[1])
+
+
+class AckingReader:
+    """
+    Reads ``r!`` reply messages on the reactor like the interface server
+    does and answers every ``ack_channel`` with ``answer(n)`` (``n`` counts
+    acknowledged messages; None: no answer). Collected in ``SEEN``.
+    """
+
+    def __init__(self, case, layer, answer=lambda n: {"ok": True}):
+        self.layer = layer
+        self.answer = answer
+        del SEEN[:]
+        self._acked = 0
+        self.done = defer.Deferred.fromCoroutine(self._run())
+        case.addCleanup(self.done.cancel)
+        self.done.addErrback(lambda f: f.trap(defer.CancelledError))
+
+    async def _run(self):
+        while True:
+            _, message = await self.layer.receive(["r!"])
+            SEEN.append(message)
+            ack = message.get("ack_channel")
+            if ack is not None:
+                answer = self.answer(self._acked)
+                self._acked += 1
+                if answer is not None:
+                    await self.layer.send(ack, answer)
+            if not message.get("more_content"):
+                return
+
+
+class PacedLayer:
+    """
+    An in-memory layer (not running, reactor-thread use) that answers each
+    ``ack_channel`` message at once with ``answer(n)`` (None: never) and
+    records ``("sent", n)``, ``("sent", "last")`` and ``("wait",)`` events.
+    """
+
+    cross_process = False
+
+    def __init__(self, answer=lambda n: {"ok": True}):
+        self._layer = InMemoryChannelLayer(reactor=task.Clock())
+        self.reactor = self._layer.reactor
+        self.answer = answer
+        self.events = []
+        self._acked = 0
+
+    def send(self, channel, message):
+        if channel.startswith("r!"):
+            if "ack_channel" in message:
+                n = self._acked
+                self._acked += 1
+                self.events.append(("sent", n))
+                answer = self.answer(n)
+                if answer is not None:
+                    self._layer.send(message["ack_channel"], answer)
+            else:
+                self.events.append(("sent", "last"))
+        return self._layer.send(channel, message)
+
+    def receive(self, channels):
+        if channels[0].startswith("http.response.ack?"):
+            self.events.append(("wait",))
+        return self._layer.receive(channels)
 
 
 def use_urls(case, **more):
@@ -535,34 +597,64 @@ class ThreadedHandlerTests(unittest.TestCase):
     def test_chunks_sent_as_produced(self):
         """view_consumer sends each streamed part before the next one is produced."""
         del PROBES[:]
-        yield threads.deferToThread(view_consumer, http_message(self.layer, path="/probe/"))
-        # Before part i, the headers message and parts 0..i-1 were already in the layer.
+        reader = AckingReader(self, self.layer)
+        yield threads.deferToThread(
+            view_consumer, http_message(self.layer, path="/probe/", response_acks=True))
+        yield reader.done
+        # Before part i, the headers message and parts 0..i-1 were already sent.
         self.assertEqual(PROBES, [1, 2, 3, 4])
-        contents = []
-        while True:
-            _, reply = yield self.layer.receive(["r!"])
-            contents.append(reply["content"])
-            if not reply["more_content"]:
-                break
-        self.assertEqual(contents, [b"", b"part0", b"part1", b"part2", b"part3", b""])
+        self.assertEqual([reply["content"] for reply in SEEN],
+                         [b"", b"part0", b"part1", b"part2", b"part3", b""])
+        # Every message but the last asked for an acknowledgement, on one channel.
+        acks = [reply.get("ack_channel") for reply in SEEN]
+        self.assertIsNone(acks[-1])
+        self.assertEqual(len(set(acks[:-1])), 1)
+        self.assertTrue(acks[0].startswith("http.response.ack?"))
+
+    @defer.inlineCallbacks
+    def test_ack_timeout_abandons_response(self):
+        """No acknowledgement within ack_timeout ends the response with a warning and closes it."""
+        del STREAM_LOG[:]
+        clock = task.Clock()
+        waiting = defer.Deferred()
+        receive = self.layer.receive
+
+        def watched_receive(channels):
+            d = receive(channels)
+            if channels[0].startswith("http.response.ack?") and not waiting.called:
+                reactor.callLater(0, waiting.callback, None)
+            return d
+
+        self.layer.receive = watched_receive
+        reader = AckingReader(self, self.layer, answer=lambda n: None)
+        previous = handler_module._handler
+        self.addCleanup(setattr, handler_module, "_handler", previous)
+        with override_settings(MIDDLEWARE=[]):
+            handler_module.set_view_handler(AsgiHandler(clock=clock))
+        running = threads.deferToThread(
+            view_consumer, http_message(self.layer, path="/endless/", response_acks=True))
+        yield waiting
+        clock.advance(handler_module._ReplySender.ack_timeout)
+        yield running
+        yield reader.done
+        # Headers and part 0 (the window of two), then the end of the response; part 1
+        # was produced (the sender waited before sending it) and the response closed.
+        self.assertEqual([reply["content"] for reply in SEEN], [b"", b"part0", b""])
+        self.assertFalse(SEEN[-1]["more_content"])
+        self.assertEqual(STREAM_LOG, [0, 1, "closed"])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
 
 
     @defer.inlineCallbacks
     def test_client_gone_stops_streaming(self):
         """After http.disconnect for its reply channel, a streaming response stops and is closed."""
         del STREAM_LOG[:]
-        yield threads.deferToThread(view_consumer, http_message(self.layer, path="/endless/"))
+        AckingReader(self, self.layer)
+        yield threads.deferToThread(
+            view_consumer, http_message(self.layer, path="/endless/", response_acks=True))
         self.assertEqual(STREAM_LOG, [0, 1, 2, "closed"])
-        contents = []
-        while True:
-            d = self.layer.receive(["r!"])
-            if not d.called:
-                d.cancel()
-                d.addErrback(lambda f: None)
-                break
-            contents.append((yield d)[1]["content"])
         # The headers and the parts made before the disconnect; nothing after it.
-        self.assertEqual(contents, [b"", b"part0", b"part1"])
+        self.assertEqual([reply["content"] for reply in SEEN], [b"", b"part0", b"part1"])
         self.assertNotIn("r!1", handler_module._gone)
 
 
@@ -640,3 +732,89 @@ class JsonTests(unittest.SynchronousTestCase):
             for key, value in message.items():
                 self.assertIsInstance(key, str)
                 self.assertIsInstance(value, (bytes, int, bool, list))
+
+
+class ReplyPacingTests(unittest.SynchronousTestCase):
+    """view_consumer keeps at most a window of response messages unacknowledged."""
+
+    def setUp(self):
+        previous = handler_module._handler
+        self.addCleanup(setattr, handler_module, "_handler", previous)
+        self.closed = []
+
+    def use_parts(self, count):
+        """A view handler streaming ``count`` parts after the headers (closing is recorded)."""
+        def replies(message):
+            try:
+                yield {"status": 200, "headers": [], "content": b"", "more_content": True}
+                for i in range(count):
+                    yield {"content": b"part%d" % i, "more_content": True}
+                yield {"content": b"", "more_content": False}
+            finally:
+                self.closed.append(True)
+
+        handler_module.set_view_handler(replies)
+
+    def test_window(self):
+        """Message k+2 is sent only after the acknowledgement of message k; the last waits for all."""
+        layer = PacedLayer()
+        self.use_parts(4)
+        view_consumer(http_message(layer, response_acks=True))
+        self.assertEqual(layer.events, [
+            ("sent", 0), ("sent", 1), ("wait",), ("sent", 2), ("wait",), ("sent", 3),
+            ("wait",), ("sent", 4), ("wait",), ("wait",), ("sent", "last")])
+        replies = drain(layer._layer)
+        self.assertEqual([r["content"] for r in replies],
+                         [b"", b"part0", b"part1", b"part2", b"part3", b""])
+        self.assertEqual(self.closed, [True])
+
+    def test_closed_ack_stops(self):
+        """A ``closed`` acknowledgement stops the response (no more messages) and closes it."""
+        layer = PacedLayer(answer=lambda n: {"closed": True} if n == 1 else {"ok": True})
+        self.use_parts(10)
+        view_consumer(http_message(layer, response_acks=True))
+        self.assertEqual(layer.events, [
+            ("sent", 0), ("sent", 1), ("wait",), ("sent", 2), ("wait",)])
+        self.assertEqual(len(drain(layer._layer)), 3)
+        self.assertEqual(self.closed, [True])
+
+    def test_single_message_not_paced(self):
+        """A one-message response has no ack_channel and waits for nothing."""
+        layer = PacedLayer()
+        handler_module.set_view_handler(
+            lambda message: iter([{"status": 200, "headers": [], "content": b"hi",
+                                   "more_content": False}]))
+        view_consumer(http_message(layer, response_acks=True))
+        self.assertEqual(layer.events, [("sent", "last")])
+        [reply] = drain(layer._layer)
+        self.assertNotIn("ack_channel", reply)
+
+    def test_big_content_paced(self):
+        """A plain response longer than chunk_size is sent in acknowledged chunks."""
+        layer = PacedLayer()
+        handler_module.set_view_handler(
+            lambda message: AsgiHandler.encode_response(
+                HttpResponse(b"x" * (AsgiHandler.chunk_size * 2 + 1))))
+        view_consumer(http_message(layer, response_acks=True))
+        self.assertEqual(layer.events, [("sent", 0), ("sent", 1), ("wait",), ("wait",),
+                                        ("sent", "last")])
+        replies = drain(layer._layer)
+        self.assertEqual(b"".join(r["content"] for r in replies),
+                         b"x" * (AsgiHandler.chunk_size * 2 + 1))
+
+    def test_no_waiting_on_reactor_thread(self):
+        """Where it cannot block (reactor thread), a response goes out unpaced."""
+        layer = PacedLayer(answer=lambda n: None)
+        self.use_parts(4)
+        view_consumer(http_message(layer, response_acks=True))
+        self.assertEqual(layer.events, [("sent", 0), ("sent", 1), ("wait",), ("sent", "last"),
+                                        ("sent", "last"), ("sent", "last"), ("sent", "last")])
+        self.assertEqual(len(drain(layer._layer)), 6)
+
+    def test_unpaced_without_response_acks(self):
+        """A request whose reader does not acknowledge (no response_acks) is never paced."""
+        layer = PacedLayer()
+        self.use_parts(4)
+        view_consumer(http_message(layer))
+        self.assertEqual(layer.events, [("sent", "last")] * 6)
+        self.assertFalse(any("ack_channel" in r for r in drain(layer._layer)))

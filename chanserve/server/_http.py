@@ -10,7 +10,8 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
-from ..exceptions import ChannelFull
+from ..exceptions import ChannelFull, LayerUnavailable
+from ._flow import ACK_CLOSED, OutputGate
 from ._parsing import HTTPError, parse_chunk_size, parse_head, response_header, status_line
 
 # Parser states.
@@ -119,6 +120,7 @@ class HTTPProtocol(protocol.Protocol):
         self._timer = _Deadline(server.reactor)           # idle / header / body
         self._response_timer = _Deadline(server.reactor)  # http_timeout
         self._websocket = None
+        self._output = None         # an OutputGate once a reply asked for an ack
         self._requests = 0
         self._reset_request()
 
@@ -178,6 +180,8 @@ class HTTPProtocol(protocol.Protocol):
         previous = self._state
         self._state = _CLOSED
         self._cancel_timers()
+        if self._output is not None:
+            self._output.close()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
@@ -376,6 +380,7 @@ class HTTPProtocol(protocol.Protocol):
             "body": b"",
             "client": client,
             "server": self.server_address,
+            "response_acks": True,  # replies may ask for acknowledgements (ack_channel)
         }
         if head.chunked:
             self._state = _CHUNK_SIZE
@@ -394,6 +399,9 @@ class HTTPProtocol(protocol.Protocol):
     def _upgrade(self, head, raw, client, scheme):
         from ._websocket import WebSocketProtocol
         self._cancel_timers()
+        if self._output is not None:
+            self._output.close()  # the WebSocket watches the transport itself
+            self._output = None
         self._state = _UPGRADED
         ws = self._websocket = WebSocketProtocol(
             self.server, head, client, self.server_address,
@@ -458,6 +466,10 @@ class HTTPProtocol(protocol.Protocol):
         if failure.check(ChannelFull):
             self._log.warn("http.request is full; answering 503 to {client}", client=self.client)
             self.server.count("http_channel_full")
+        elif failure.check(LayerUnavailable):
+            self._log.warn("Channel layer unavailable ({error}); answering 503 to {client}",
+                           error=failure.getErrorMessage(), client=self.client)
+            self.server.count("http_layer_unavailable")
         else:
             self._log.failure("Could not send http.request", failure)
         self._fail(503, "channel layer refused the request",
@@ -511,9 +523,22 @@ class HTTPProtocol(protocol.Protocol):
     # -- response ------------------------------------------------------------
 
     def reply(self, message):
-        """Handle one message from this request's reply channel."""
+        """
+        Handle one message from this request's reply channel.
+
+        A message with C{ack_channel} is acknowledged on that channel once
+        its content is written and the unsent output is small again (see
+        L{chanserve.server._flow}).
+        """
+        ack = message.get("ack_channel")
         if self._state == _CLOSED or self._response_done:
+            if ack is not None:
+                self.server.send_quietly(ack, ACK_CLOSED)
             return
+        if ack is not None:
+            if self._output is None:
+                self._output = OutputGate(self.transport, self.server.send_quietly)
+            self._output.watch()  # before writing: the transport pauses us if it fills
         try:
             if not self._response_started:
                 self._start_response(message)
@@ -531,6 +556,15 @@ class HTTPProtocol(protocol.Protocol):
                 self.transport.abortConnection()
             else:
                 self._fail(500, "invalid response message")
+        output = self._output
+        if ack is not None:
+            if self._state == _CLOSED or output is None:
+                self.server.send_quietly(ack, ACK_CLOSED)
+            else:
+                output.ack(ack)
+        if output is not None and not message.get("more_content", False):
+            # Response over: a producer left registered would keep loseConnection waiting.
+            output.release()
 
     def _start_response(self, message):
         status = message.get("status")
@@ -664,5 +698,7 @@ class HTTPProtocol(protocol.Protocol):
         self._state = _CLOSED
         self._cancel_timers()
         self._buf = bytearray()
+        if self._output is not None:
+            self._output.close()
         self.transport.loseConnection()
 

@@ -9,6 +9,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._accesslog import AccessLog
+from ._flow import ACK_CLOSED
 from ._http import HTTPProtocol
 from ._proxy import ProxyHeaders
 from ._websocket import make_websocket_factory
@@ -45,7 +46,11 @@ class InterfaceServer(service.Service):
     head must arrive completely within it: slowloris), C{body_timeout}
     (request body stalled), C{shutdown_timeout} (how long C{stopService}
     lets responses finish), C{max_header_size}/C{max_headers} (431 above),
-    C{body_chunk_size} (size of C{http.request.body} chunks).
+    C{body_chunk_size} (size of C{http.request.body} chunks),
+    C{websocket_max_buffer} (a reply to a WebSocket with more unsent output
+    than this closes it with 1013 instead of buffering more).
+
+    Response messages may carry C{ack_channel}: see L{chanserve.server._flow}.
     """
 
     name = "interface-server"
@@ -57,7 +62,7 @@ class InterfaceServer(service.Service):
                  ping_interval=20.0, ping_timeout=30.0, max_request_body=1 << 30,
                  websocket_max_message=1 << 20, idle_timeout=20.0, header_timeout=10.0,
                  body_timeout=60.0, shutdown_timeout=10.0, max_header_size=1 << 16,
-                 max_headers=100, body_chunk_size=1 << 16):
+                 max_headers=100, body_chunk_size=1 << 16, websocket_max_buffer=16 << 20):
         self.layer = layer
         self.reactor = reactor
         self.endpoints = list(endpoints)
@@ -76,13 +81,15 @@ class InterfaceServer(service.Service):
         self.max_header_size = max_header_size
         self.max_headers = max_headers
         self.body_chunk_size = body_chunk_size
+        self.websocket_max_buffer = websocket_max_buffer
         # Stop reading a connection once this much unparsed input waits.
         self.max_buffer = max(max_header_size, body_chunk_size) * 2
         self.websocket_factory = make_websocket_factory(
             reactor, websocket_max_message, ping_interval, ping_timeout)
         self.prefix = f"chanserve.{secrets.token_hex(8)}!"
         self.statistics = {"replies_dropped": 0, "http_channel_full": 0,
-                           "websocket_channel_full": 0}
+                           "websocket_channel_full": 0, "http_layer_unavailable": 0,
+                           "websocket_layer_unavailable": 0, "websocket_buffer_full": 0}
         self.stopping = False
         self.listening = None
         self.listening_ports = []
@@ -255,6 +262,10 @@ class InterfaceServer(service.Service):
         connection = self._connections.get(channel)
         if connection is None:
             self.statistics["replies_dropped"] += 1
+            ack = message.get("ack_channel") if isinstance(message, dict) else None
+            if ack is not None:
+                # The connection is gone: tell the sender to stop.
+                self.send_quietly(ack, ACK_CLOSED)
             return
         try:
             connection.reply(message)

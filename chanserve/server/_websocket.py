@@ -12,7 +12,8 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ..exceptions import ChannelFull
+from ..exceptions import ChannelFull, LayerUnavailable
+from ._flow import OutputGate
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 _CLOSED = WebSocketServerProtocol.STATE_CLOSED
@@ -111,6 +112,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         self._early = None           # replies that arrived before the socket was open
         self._started = 0.0
         self._paused = False
+        self._output = None          # an OutputGate once open: counts unsent output
 
     # autobahn's own dataReceived formats a debug line on every call
     def dataReceived(self, data):
@@ -122,6 +124,8 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self.transport.pauseProducing()
 
     def sendPreparedMessage(self, prepared):
+        if self._output is not None:
+            self._output.note(len(prepared.payloadHybi))
         # The common case straight to the transport (autobahn's sendData formats a debug line).
         if self._perMessageCompress is None and not self.send_queue:
             self.transport.write(prepared.payloadHybi)
@@ -176,6 +180,10 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self._log.warn("websocket.connect is full; refusing {client} with 503",
                            client=self._client)
             self.server.count("websocket_channel_full")
+        elif failure.check(LayerUnavailable):
+            self._log.warn("Channel layer unavailable ({error}); refusing {client} with 503",
+                           error=failure.getErrorMessage(), client=self._client)
+            self.server.count("websocket_layer_unavailable")
         else:
             self._log.failure("Could not send websocket.connect", failure)
         self._reject(503, "Service Unavailable")
@@ -219,6 +227,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
         if self._paused:
             self._paused = False
             self.transport.resumeProducing()
+        if server.websocket_max_buffer and getattr(self.transport, "producer", None) is None:
+            self._output = OutputGate(self.transport, server.send_quietly)
+            self._output.watch()
         if server.access_log is not None:
             server.access_log.websocket("WSCONNECT", self._client, self.path, None)
         if server.websocket_timeout:
@@ -258,6 +269,10 @@ class WebSocketProtocol(WebSocketServerProtocol):
         self._deliver(message)
 
     def _deliver(self, message):
+        output = self._output
+        if output is not None and output.paused and output.written > self.server.websocket_max_buffer:
+            self._overflow()
+            return
         text = message.get("text")
         if text is not None:
             if type(text) is not str:
@@ -275,6 +290,14 @@ class WebSocketProtocol(WebSocketServerProtocol):
         close = message.get("close")
         if close:
             self.close(1000 if close is True else close)
+
+    def _overflow(self):
+        """The client stopped reading and replies piled up: close with 1013, don't buffer more."""
+        self.server.count("websocket_buffer_full")
+        self._log.warn("WebSocket {path} from {client}: over {limit} bytes unsent; "
+                       "reply refused, closing with 1013", path=self.path, client=self._client,
+                       limit=self.server.websocket_max_buffer)
+        self.close(1013)
 
     def close(self, code=1000):
         """Start the closing handshake with ``code`` (an invalid code becomes 1000)."""
@@ -314,6 +337,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self.close(1011)
 
     def onClose(self, wasClean, code, reason):
+        if self._output is not None:
+            self._output.close()
+            self._output = None
         for timer in (self._connect_timer, self._lifetime_timer):
             if timer is not None and timer.active():
                 timer.cancel()
