@@ -6,9 +6,13 @@ Memory of the Django bridge under big bodies, against a real ``twistd chanserve`
 1. a multipart upload of ``--upload-mb`` MiB: the server's peak RSS must stay
    within 100 MiB of idle (Django's upload handlers spill it to disk);
 2. a streaming response of ``--stream-mb`` MiB read slowly (``--read-delay``
-   seconds per MiB): the server's peak RSS must stay within 100 MiB of idle.
+   seconds per MiB): the server's peak RSS must stay within 32 MiB of idle
+   (``view_consumer`` waits for the interface server's acknowledgements, so
+   only about two 256 KiB chunks are ever in flight; without them the server
+   buffered hundreds of MiB).
 
-Prints the numbers; exits 1 when a limit is exceeded. Takes about 10 s.
+Prints the numbers; exits 1 when a limit is exceeded. Takes about 5 s
+(plus the read delays: ``--read-delay 0.01`` reads 1 GiB in about 12 s).
 """
 
 import argparse
@@ -24,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.twistd_process import TwistdProcess  # noqa: E402
 
 LIMIT_MB = 100
+STREAM_LIMIT_MB = 32
 
 
 def memory_mb(pid):
@@ -92,7 +97,7 @@ def stream(port, pid, size_mb, delay):
     _, peak = memory_mb(pid)
     print(f"stream {size_mb} MiB read with {delay} s/MiB: {elapsed:.1f} s, idle RSS {idle} MiB, "
           f"peak {peak} MiB (+{peak - idle}), received {received >> 20} MiB")
-    return received == size_mb << 20 and peak - idle < LIMIT_MB
+    return received == size_mb << 20 and peak - idle < STREAM_LIMIT_MB
 
 
 def main():
