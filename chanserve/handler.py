@@ -5,7 +5,8 @@ The Django bridge: ``AsgiRequest``, ``AsgiHandler`` and ``view_consumer``.
 worker thread, builds an ``AsgiRequest`` from the message (reading a long
 body lazily from its ``body_channel``), runs Django's request/response cycle
 through ``AsgiHandler`` and sends the response on the reply channel, chunk by
-chunk as it is produced.
+chunk as it is produced, paced by the client's reading when the interface
+server acknowledges (see ``_ReplySender``).
 """
 
 import sys

@@ -27,6 +27,15 @@ The interface server: HTTP and WebSocket on one port, speaking to a channel laye
   loop reads the process prefix and hands each message to its connection
   through a dict. A group send that reaches many sockets of this process as
   the same message is framed once.
+- Output flow control: the ``http.request`` message says ``response_acks:
+  True``; a response message carrying ``ack_channel`` is acknowledged there
+  with ``{"ok": True}`` once it is written and the connection's unsent
+  output is below the transport's high-water mark (the connection is then
+  the transport's streaming producer), or ``{"closed": True}`` when the
+  client is gone. ``view_consumer`` uses this to keep two chunks in flight,
+  so a slow reader of a huge response costs the server almost nothing.
+  A reply to a WebSocket with more than ``websocket_max_buffer`` bytes
+  unsent closes it with 1013 (logged and counted).
 - ``stopService`` stops listening, closes idle connections, lets in-flight
   responses finish (up to ``shutdown_timeout``) and closes WebSockets with
   1001.

@@ -332,6 +332,11 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self._log.warn("websocket.receive is full; closing {path} with 1013", path=self.path)
             self.server.count("websocket_channel_full")
             self.close(1013)
+        elif failure.check(LayerUnavailable):
+            self._log.warn("Channel layer unavailable ({error}); closing {path} with 1011",
+                           error=failure.getErrorMessage(), path=self.path)
+            self.server.count("websocket_layer_unavailable")
+            self.close(1011)
         else:
             self._log.failure("Could not send websocket.receive", failure)
             self.close(1011)

@@ -174,7 +174,14 @@ class LayerUnavailableTests(FlowTestCase):
         self.events = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-        self.h.layer.send = lambda channel, message: defer.fail(LayerUnavailable("redis is down"))
+        self.down = True
+        send = self.h.layer.send
+
+        def flaky_send(channel, message):
+            if self.down:
+                return defer.fail(LayerUnavailable("redis is down"))
+            return send(channel, message)
+        self.h.layer.send = flaky_send
 
     def warnings(self):
         return [e for e in self.events if e.get("log_level") is not None
@@ -197,6 +204,23 @@ class LayerUnavailableTests(FlowTestCase):
         protocol, transport = self.connect()
         protocol.dataReceived(upgrade_request())
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "), transport.value())
+        [warning] = self.warnings()
+        self.assertNotIn("log_failure", warning)
+        self.assertEqual(self.h.server.statistics["websocket_layer_unavailable"], 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_websocket_receive(self):
+        """``websocket.receive`` not sent: close 1011, one warning without a traceback, counted."""
+        self.down = False
+        protocol, transport = self.connect()
+        protocol.dataReceived(upgrade_request())
+        self.h.reply(self.h.next("websocket.connect"), {"accept": True})
+        transport.clear()
+        self.down = True
+        protocol.dataReceived(client_frame(1, b"hello"))
+        frames, _ = server_frames(transport.value())
+        self.assertEqual(frames[-1][0], 8)
+        self.assertEqual(struct.unpack("!H", frames[-1][1][:2])[0], 1011)
         [warning] = self.warnings()
         self.assertNotIn("log_failure", warning)
         self.assertEqual(self.h.server.statistics["websocket_layer_unavailable"], 1)
