@@ -1,7 +1,7 @@
 """
 Memory of the Django bridge under big bodies, against a real ``twistd chanserve``:
 
-    .venv/bin/python tests/django_memory_bench.py [--upload-mb 100] [--stream-mb 1024] [--read-delay 0.002]
+    .venv/bin/python tests/django_memory_bench.py [--upload-mb 100] [--stream-mb 1024] [--read-delay 0.002] [--redis]
 
 1. a multipart upload of ``--upload-mb`` MiB: the server's peak RSS must stay
    within 100 MiB of idle (Django's upload handlers spill it to disk);
@@ -10,6 +10,10 @@ Memory of the Django bridge under big bodies, against a real ``twistd chanserve`
    (``view_consumer`` waits for the interface server's acknowledgements, so
    only about two 256 KiB chunks are ever in flight; without them the server
    buffered hundreds of MiB).
+
+With ``--redis`` the interface server (``--noworker``, measured) and the
+worker (``--worker-only``) are two processes sharing a fresh ``redis-server``:
+the acknowledgements then cross processes.
 
 Prints the numbers; exits 1 when a limit is exceeded. Takes about 5 s
 (plus the read delays: ``--read-delay 0.01`` reads 1 GiB in about 12 s).
@@ -105,8 +109,19 @@ def main():
     parser.add_argument("--upload-mb", type=int, default=100)
     parser.add_argument("--stream-mb", type=int, default=1024)
     parser.add_argument("--read-delay", type=float, default=0.002)
+    parser.add_argument("--redis", action="store_true",
+                        help="interface server and worker in two processes over Redis")
     args = parser.parse_args()
-    proc = TwistdProcess("tests.project.settings_django", migrate=True).start()
+    redis = worker = None
+    if args.redis:
+        from tests.redis_server import RedisServer
+        redis = RedisServer()
+        env = {"CHANSERVE_DJANGO_REDIS": redis.url}
+        worker = TwistdProcess("tests.project.settings_django", ["--worker-only"], listen=False,
+                               env=env, migrate=True).start()
+        proc = TwistdProcess("tests.project.settings_django", ["--noworker"], env=env).start()
+    else:
+        proc = TwistdProcess("tests.project.settings_django", migrate=True).start()
     try:
         connection = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=30)
         connection.request("GET", "/django/hello/", headers={"Host": "testserver"})
@@ -116,6 +131,10 @@ def main():
                    stream(proc.port, pid, args.stream_mb, args.read_delay)]
     finally:
         proc.stop()
+        if worker is not None:
+            worker.stop()
+        if redis is not None:
+            redis.stop()
     return 0 if all(results) else 1
 
 
