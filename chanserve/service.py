@@ -144,6 +144,7 @@ def _server_options(options):
         shutdown_timeout=float(get("shutdown-timeout", 10.0)),
         max_header_size=int(get("max-header-size", 1 << 16)),
         max_headers=int(get("max-headers", 100)),
+        websocket_max_buffer=int(get("websocket-max-buffer", 1 << 24)),
     )
 
 

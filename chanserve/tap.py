@@ -86,6 +86,9 @@ class Options(usage.Options):
          "Largest request header block in bytes (431 above it).", _number(int, 1, option="max-header-size")],
         ["max-headers", None, 100,
          "Most request header lines (431 above it).", _number(int, 1, option="max-headers")],
+        ["websocket-max-buffer", None, 1 << 24,
+         "Most unsent output a WebSocket may hold before it is closed with 1013.",
+         _number(int, 1, option="websocket-max-buffer")],
     ]
 
     compData = usage.Completions(

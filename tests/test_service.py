@@ -92,13 +92,14 @@ class MakeServiceTests(SynchronousTestCase):
         """Timeouts and header limits reach the server; --shutdown-timeout the worker too."""
         top = make_chanserve_service(options(
             "--idle-timeout", "7", "--header-timeout", "4", "--body-timeout", "9",
-            "--shutdown-timeout", "2.5", "--max-header-size", "2048", "--max-headers", "12"),
-            self.reactor)
+            "--shutdown-timeout", "2.5", "--max-header-size", "2048", "--max-headers", "12",
+            "--websocket-max-buffer", "65536"), self.reactor)
         worker, server = list(top)[-2:]
         self.assertEqual((server.idle_timeout, server.header_timeout, server.body_timeout,
                           server.shutdown_timeout, server.max_header_size, server.max_headers),
                          (7.0, 4.0, 9.0, 2.5, 2048, 12))
         self.assertEqual(worker.stop_timeout, 2.5)
+        self.assertEqual(server.websocket_max_buffer, 65536)
 
     def test_trusted_proxy_checked(self):
         """--trusted-proxy takes addresses and networks; anything else is a usage error."""
