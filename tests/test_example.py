@@ -83,9 +83,9 @@ class ExampleServer:
         """Start (or restart, after ``stop``) the server process on the same socket."""
         fd = self.listener.fileno()
         # systemd's protocol: the socket as fd 3, LISTEN_PID the pid that
-        # reads it (the shell's, kept by exec).
-        move = "" if fd == 3 else f"exec 3<&{fd} {fd}<&-; "
-        args = ["sh", "-c", move + 'LISTEN_PID=$$ exec "$0" "$@"',
+        # reads it (the shim's, kept by exec). Not a shell: dash refuses fds
+        # above 9 in redirections, and a full test run has many open.
+        args = [sys.executable, "-c", _SOCKET_ACTIVATION_SHIM, str(fd),
                 os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "chanserve",
                 "--settings", "example.settings",
                 "--endpoint", "systemd:domain=INET:index=0", *self.extra_args]
@@ -130,6 +130,17 @@ class ExampleServer:
         """SIGTERM and wait (SIGKILL if it will not go); the exit status."""
         self.stopped = True
         return _stop_process(self.process)
+
+
+_SOCKET_ACTIVATION_SHIM = """
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 def _stop_process(process):
