@@ -9,6 +9,10 @@ _channel_name = re.compile(r"[a-zA-Z0-9\-_.]+([!?][a-zA-Z0-9\-_.]*)?", re.ASCII)
 _group_name = re.compile(r"[a-zA-Z0-9\-_.]+", re.ASCII)
 
 
+_known_channel_names = set()
+_KNOWN_LIMIT = 20000
+
+
 def validate_channel_name(name, receive=False):
     """
     Return ``name`` if it is a valid channel name, else raise ``TypeError``.
@@ -17,6 +21,9 @@ def validate_channel_name(name, receive=False):
     ``?`` (single reader), shorter than 100 characters. With ``receive``,
     a process-specific name must be the bare prefix (``"abc!"``).
     """
+    # Sends go to the same names again and again: remember the good ones.
+    if not receive and type(name) is str and name in _known_channel_names:
+        return name
     if type(name) is not str:
         raise TypeError(f"channel name must be a str, not {type(name).__name__}: {name!r}")
     if len(name) >= MAX_NAME_LENGTH or not _channel_name.fullmatch(name):
@@ -29,6 +36,9 @@ def validate_channel_name(name, receive=False):
             f"cannot receive on {name!r}: receive on its process prefix "
             f"{name[:name.index('!') + 1]!r} instead"
         )
+    if len(_known_channel_names) >= _KNOWN_LIMIT:
+        _known_channel_names.clear()
+    _known_channel_names.add(name)
     return name
 
 
@@ -105,6 +115,28 @@ def _copy(value, path):
     )
 
 
+class _NotPlain(Exception):
+    """Something the fast copy doesn't handle: take the careful path."""
+
+
+def _fast_copy(value):
+    # The common case, per message on the hot path: plain types only, no
+    # bookkeeping of where we are (the careful path names the culprit).
+    t = type(value)
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NotPlain
+            out[k] = v if type(v) in _ATOMS else _fast_copy(v)
+        return out
+    if t is list or t is tuple:
+        return [v if type(v) in _ATOMS else _fast_copy(v) for v in value]
+    if t in _ATOMS:
+        return value
+    raise _NotPlain
+
+
 def validate_content(message):
     """
     Check ``message`` and return a private deep copy of it.
@@ -118,4 +150,7 @@ def validate_content(message):
             message = dict(message)
         else:
             raise TypeError(f"a message must be a dict, not {type(message).__name__}")
-    return _copy(message, [])
+    try:
+        return _fast_copy(message)
+    except (_NotPlain, RecursionError):
+        return _copy(message, [])
