@@ -12,7 +12,7 @@ release = version = "0.1"
 
 extensions = []
 templates_path = []
-exclude_patterns = ["_build", "examples", "readme-draft.md", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "examples", "Thumbs.db", ".DS_Store"]
 source_suffix = {".rst": "restructuredtext"}
 master_doc = root_doc = "index"
 
