@@ -13,6 +13,7 @@ from zope.interface import implementer
 from ..exceptions import ChannelFull
 from ._interfaces import IChannelLayer
 from ._validation import (
+    ReceiveNameChecker,
     _copy,
     new_channel_name,
     process_prefix,
@@ -106,7 +107,7 @@ class InMemoryChannelLayer(service.Service):
         self._dispatching = False
         self._rotation = itertools.count()
         self._sweeper = None
-        self._checked_names = {}
+        self._checked_receive_names = ReceiveNameChecker()
         self._stats = dict.fromkeys(
             ("messages_sent", "messages_delivered", "messages_expired",
              "messages_dropped", "channel_full", "group_sends", "group_members_full"), 0)
@@ -207,21 +208,6 @@ class InMemoryChannelLayer(service.Service):
         for key in keys:
             self._waiters.setdefault(key, deque()).append(waiter)
         return waiter.deferred
-
-    def _checked_receive_names(self, channels):
-        # Receive loops pass the same few lists again and again: check each once.
-        if isinstance(channels, str):
-            raise TypeError("receive takes a list of channel names, not a str")
-        key = tuple(channels)
-        keys = self._checked_names.get(key)
-        if keys is None:
-            keys = [validate_channel_name(c, receive=True) for c in key]
-            if not keys:
-                raise TypeError("receive needs at least one channel name")
-            if len(self._checked_names) >= 1000:
-                self._checked_names.clear()
-            self._checked_names[key] = keys
-        return keys
 
     def _pop_any(self, keys):
         n = len(keys)

@@ -28,6 +28,7 @@ from ._interfaces import IChannelLayer
 from ._redis_connection import ConnectionError, RedisAddress
 from ._redis_shard import _COUNTERS, _HEADER, _float, _Receive, _Shard
 from ._validation import (
+    ReceiveNameChecker,
     new_channel_name,
     process_prefix,
     validate_channel_name,
@@ -99,7 +100,7 @@ class RedisChannelLayer(service.Service):
         self._decrements = {}  # process prefix -> names read but not yet uncounted in Redis
         self._stats = dict.fromkeys(_COUNTERS, 0)
         self._stopped = False
-        self._checked_names = {}
+        self._checked_receive_names = ReceiveNameChecker()
         self._plans = {}
 
     def __repr__(self):
@@ -400,21 +401,6 @@ class RedisChannelLayer(service.Service):
             return defer.fail()
         self._ensure_running()
         return self._receive(keys)
-
-    def _checked_receive_names(self, channels):
-        # Receive loops pass the same few lists again and again: check each once.
-        if isinstance(channels, str):
-            raise TypeError("receive takes a list of channel names, not a str")
-        key = tuple(channels)
-        keys = self._checked_names.get(key)
-        if keys is None:
-            keys = [validate_channel_name(c, receive=True) for c in key]
-            if not keys:
-                raise TypeError("receive needs at least one channel name")
-            if len(self._checked_names) >= 1000:
-                self._checked_names.clear()
-            self._checked_names[key] = keys
-        return keys
 
     def _receive_plan(self, keys):
         """``(plan, names)`` of a receive on ``keys``: redis keys per shard, and their channels."""

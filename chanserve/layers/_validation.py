@@ -42,6 +42,32 @@ def validate_channel_name(name, receive=False):
     return name
 
 
+class ReceiveNameChecker:
+    """
+    Checks the channel list of a ``receive`` (a list, each name valid to
+    receive on), remembering lists already checked: receive loops pass the
+    same few lists again and again.
+    """
+
+    def __init__(self, limit=1000):
+        self._checked = {}
+        self._limit = limit
+
+    def __call__(self, channels):
+        if isinstance(channels, str):
+            raise TypeError("receive takes a list of channel names, not a str")
+        key = tuple(channels)
+        names = self._checked.get(key)
+        if names is None:
+            names = [validate_channel_name(c, receive=True) for c in key]
+            if not names:
+                raise TypeError("receive needs at least one channel name")
+            if len(self._checked) >= self._limit:
+                self._checked.clear()
+            self._checked[key] = names
+        return names
+
+
 def validate_group_name(name):
     """Return ``name`` if it is a valid group name, else raise ``TypeError``."""
     if type(name) is not str:
