@@ -10,19 +10,18 @@ import fnmatch
 import functools
 import inspect
 import itertools
-import threading
 
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import failure
-from twisted.python.threadpool import ThreadPool
 
 from ..channel import HeldSends, Message, holding_sends
 from ..exceptions import ConsumeLater, DenyConnection
 from ..routing import Router
 from . import _protocol
+from ._pool import WorkerPool
 
 
 def reactor_consumer(consumer):
@@ -117,15 +116,6 @@ def _call_in_thread(consumer, message, kwargs):
         return held, None, failure.Failure()
 
 
-class _WorkerThreadPool(ThreadPool):
-    """A ``ThreadPool`` of daemon threads: a consumer stuck past the stop deadline can't hang exit."""
-
-    def threadFactory(self, *args, **kwargs):
-        thread = threading.Thread(*args, **kwargs)
-        thread.daemon = True
-        return thread
-
-
 class WorkerService(service.Service):
     """
     Receive messages on every routed channel and run their consumers.
@@ -134,7 +124,9 @@ class WorkerService(service.Service):
     default routes are appended to a list). ``only_channels`` /
     ``exclude_channels`` are globs selecting which routed channels this
     worker consumes. At most ``threads`` plain consumers run at once (in
-    ``threadpool``, or a pool of that size the service starts and stops) and
+    ``threadpool``, a Twisted ``ThreadPool`` or anything with its
+    ``callInThreadWithCallback``, or else in a ``WorkerPool`` of daemon
+    threads of that size the service starts and stops) and
     at most ``max_async`` reactor consumers; receiving pauses while either
     is saturated.
 
@@ -186,8 +178,7 @@ class WorkerService(service.Service):
         super().startService()
         self._stopping = False
         if self._own_pool:
-            self.threadpool = _WorkerThreadPool(0, self.threads, name="chanserve-worker")
-            self.threadpool.start()
+            self.threadpool = WorkerPool(self.reactor, self.threads, name="chanserve-worker")
         if not self.channels:
             self._log.warn("Worker has no channels to consume (routing: {count} routes; "
                            "check --only-channels/--exclude-channels)",
@@ -220,13 +211,9 @@ class WorkerService(service.Service):
         if not self._own_pool or self.threadpool is None:
             return
         pool, self.threadpool = self.threadpool, None
-        if drained:
-            pool.stop()
-        else:
-            # Daemon threads: the stuck consumers are abandoned, not joined.
-            pool.joined = True
-            pool.started = False
-            pool._team.quit()
+        # Idle threads are joined; daemon threads stuck in consumers past the
+        # deadline are abandoned (they exit when their consumer returns).
+        pool.stop()
 
     def _drained(self, timeout):
         """Fires with True when no consumer runs, or False after ``timeout``."""
@@ -309,9 +296,13 @@ class WorkerService(service.Service):
             d.addBoth(self._done_on_reactor, channel)
         else:
             self._sync_running += 1
-            ctx = contextvars.copy_context()
-            d = deferToThreadPool(self.reactor, self.threadpool, ctx.run,
-                                  _call_in_thread, consumer, message, kwargs)
+            if self._own_pool:
+                # WorkerPool.submit runs the call in a copy of this context.
+                d = self.threadpool.submit(_call_in_thread, consumer, message, kwargs)
+            else:
+                ctx = contextvars.copy_context()
+                d = deferToThreadPool(self.reactor, self.threadpool, ctx.run,
+                                      _call_in_thread, consumer, message, kwargs)
             d.addCallbacks(self._after_thread, self._thread_failed,
                            (channel, consumer, message), None, (channel, consumer, message))
             d.addBoth(self._done_in_thread, channel)
