@@ -20,12 +20,11 @@ from django.core.handlers import base
 from django.urls import set_script_prefix
 from django.utils.functional import cached_property
 from twisted.internet import defer, task
-from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 from twisted.python import failure, threadable
 
 from .exceptions import ChannelFull, RequestAborted, RequestTimeout, ResponseLater
-from .layers._bridge import ensure_reactor_thread
+from .layers._bridge import blocking_call, ensure_reactor_thread
 from .layers._validation import new_channel_name
 
 __all__ = ["AsgiHandler", "AsgiRequest", "disconnect_consumer", "get_view_handler",
@@ -77,7 +76,7 @@ def _on_reactor(layer, f, *args):
         return result
     if not running:
         ensure_reactor_thread(reactor)
-    return blockingCallFromThread(reactor, f, *args)
+    return blocking_call(reactor, f, *args)
 
 
 def _receive_within(layer, channel, timeout, clock):

@@ -203,3 +203,36 @@ class MessageTests(unittest.SynchronousTestCase):
         """A message without reply_channel has reply_channel None."""
         m = Message({"a": 1}, "chat-messages", InMemoryChannelLayer(reactor=task.Clock()))
         self.assertIsNone(m.reply_channel)
+
+
+class BlockingCallTests(unittest.TestCase):
+    """blocking_call runs a function on the reactor from a thread and hands its result back."""
+
+    @defer.inlineCallbacks
+    def test_result_and_deferred(self):
+        """Plain results and Deferred results both come back to the thread."""
+        from chanserve.layers._bridge import blocking_call
+
+        def work():
+            plain = blocking_call(reactor, lambda x: x + 1, 1)
+            later = blocking_call(reactor, lambda: task.deferLater(reactor, 0, lambda: "later"))
+            return plain, later
+        self.assertEqual((yield threads.deferToThread(work)), (2, "later"))
+
+    @defer.inlineCallbacks
+    def test_exception_raised_in_thread(self):
+        """An exception (raised or a failed Deferred) is raised in the calling thread."""
+        from chanserve.layers._bridge import blocking_call
+
+        def boom():
+            raise ValueError("boom")
+
+        def work():
+            caught = []
+            for f in (boom, lambda: defer.fail(KeyError("k"))):
+                try:
+                    blocking_call(reactor, f)
+                except (ValueError, KeyError) as e:
+                    caught.append(type(e).__name__)
+            return caught
+        self.assertEqual((yield threads.deferToThread(work)), ["ValueError", "KeyError"])

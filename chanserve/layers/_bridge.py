@@ -1,9 +1,9 @@
 """Calling a layer from any thread, or from a process with no running reactor."""
 
+import queue
 import threading
 
 from twisted.internet import defer
-from twisted.internet.threads import blockingCallFromThread
 from twisted.python import failure, threadable
 
 _reactor_thread_lock = threading.Lock()
@@ -15,6 +15,26 @@ def _result_of(d):
     box = []
     d.addBoth(box.append)
     result = box[0]
+    if isinstance(result, failure.Failure):
+        result.raiseException()
+    return result
+
+
+def blocking_call(reactor, function, *args):
+    """
+    ``blockingCallFromThread``, with a lighter hand-back.
+
+    Twisted's builds a ``queue.Queue`` (a lock and three conditions) per
+    call; a ``SimpleQueue`` does the one put and one get this needs. Every
+    reply a Django view sends from a worker thread comes through here.
+    """
+    box = queue.SimpleQueue()
+
+    def call():
+        defer.maybeDeferred(function, *args).addBoth(box.put)
+
+    reactor.callFromThread(call)
+    result = box.get()
     if isinstance(result, failure.Failure):
         result.raiseException()
     return result
@@ -72,4 +92,4 @@ def call_for_layer(layer, function, *args):
                 return _result_of(d)
             return d
         ensure_reactor_thread(reactor)
-    return blockingCallFromThread(reactor, function, *args)
+    return blocking_call(reactor, function, *args)
