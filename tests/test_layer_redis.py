@@ -34,6 +34,17 @@ class RedisLayerCase(unittest.TestCase):
         self.addCleanup(self._stop, layer)
         return layer
 
+    def private_servers(self, count=1):
+        """
+        Fresh redis-servers for this test alone: for assertions on a
+        server-wide figure (blocked clients), which other modules' clients
+        of the shared servers would disturb.
+        """
+        servers = [RedisServer() for _ in range(count)]
+        for server in servers:
+            self.addCleanup(server.stop)
+        return servers
+
     async def _stop(self, layer):
         if all(s.state == "up" for s in layer._shards):
             await layer.flush()
@@ -327,7 +338,8 @@ class RedisLayerTests(RedisLayerCase):
 
     async def test_cancelled_receives_free_their_connections(self):
         """Receives cancelled while blocked end their BLPOP: connections are reused, none pile up."""
-        layer = self.layer()
+        (self.server,) = self.private_servers()
+        layer = self.layer(hosts=[self.server.url])
         await layer.whenConnected()
         for i in range(30):
             d = layer.receive([f"c{i}", "shared"])
@@ -344,9 +356,10 @@ class RedisLayerTests(RedisLayerCase):
 
     async def test_cancel_after_redis_popped(self):
         """A receive cancelled after Redis handed it a message puts the message back at the head."""
+        (self.server,) = self.private_servers()
         prefix = unique_prefix()
-        reader = self.layer(prefix=prefix)
-        sender = self.layer(prefix=prefix)
+        reader = self.layer(hosts=[self.server.url], prefix=prefix)
+        sender = self.layer(hosts=[self.server.url], prefix=prefix)
         await sender.send("popped", {"n": 1})
         await sender.send("popped.other", {"n": 0})
         d = reader.receive(["popped.wait"])
@@ -525,6 +538,8 @@ class RedisShardingTests(RedisLayerCase):
 
     async def test_cancel_receive_spanning_shards(self):
         """A receive over both servers takes one message; the other server's BLPOP ends, nothing is lost."""
+        self.servers = self.private_servers(2)
+        self.hosts = [s.url for s in self.servers]
         prefix = unique_prefix()
         layer = self.layer(hosts=self.hosts, prefix=prefix)
         sender = self.layer(hosts=self.hosts, prefix=prefix)
