@@ -253,6 +253,15 @@ class HTTPProtocol(protocol.Protocol):
 
     # -- parsing -------------------------------------------------------------
 
+    def _take_body(self, buf):
+        """Take the next piece of body from ``buf``: at most what remains and what fits a chunk."""
+        take = min(self._body_remaining, len(buf),
+                   self.server.body_chunk_size - self._body_buffered)
+        data = bytes(buf[:take])
+        del buf[:take]
+        self._body_remaining -= take
+        return data
+
     def _process(self):
         if self._processing:
             return
@@ -269,11 +278,7 @@ class HTTPProtocol(protocol.Protocol):
                 elif state == _BODY_LENGTH:
                     if not buf:
                         return
-                    take = min(self._body_remaining, len(buf),
-                               self.server.body_chunk_size - self._body_buffered)
-                    data = bytes(buf[:take])
-                    del buf[:take]
-                    self._body_remaining -= take
+                    data = self._take_body(buf)
                     self._body_data(data, self._body_remaining == 0)
                 elif state == _CHUNK_SIZE:
                     end = buf.find(b"\r\n")
@@ -291,11 +296,7 @@ class HTTPProtocol(protocol.Protocol):
                 elif state == _CHUNK_DATA:
                     if not buf:
                         return
-                    take = min(self._body_remaining, len(buf),
-                               self.server.body_chunk_size - self._body_buffered)
-                    data = bytes(buf[:take])
-                    del buf[:take]
-                    self._body_remaining -= take
+                    data = self._take_body(buf)
                     if not self._body_remaining:
                         self._state = _CHUNK_END
                     self._body_data(data, False)
