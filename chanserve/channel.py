@@ -10,7 +10,7 @@ from contextvars import ContextVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python import threadable
+from twisted.python import failure, threadable
 
 from .layers._bridge import call_for_layer, call_layer
 from .layers._settings import DEFAULT_CHANNEL_LAYER, get_channel_layer
@@ -41,6 +41,30 @@ class HeldSends:
         """Forget the held sends (the consumer's message will run again)."""
         self._sends = []
 
+    def send_all(self, errback, *args):
+        """
+        Send everything held, in order, and forget it. Call on the reactor thread.
+
+        A send that fails goes to ``errback(failure, *args)``. Returns the
+        list of sends not complete yet, or ``None`` when every send completed
+        at once (the usual case with the in-memory layer).
+        """
+        sends, self._sends = self._sends, []
+        pending = None
+        for layer, method, name, content in sends:
+            # Held content was checked and copied when it was held: layers
+            # that offer a trusted path (the in-memory one) skip doing it again.
+            send = getattr(layer, method + "_validated", None) or getattr(layer, method)
+            d = send(name, content)
+            if d.called and not isinstance(getattr(d, "result", None), failure.Failure):
+                continue
+            d.addErrback(errback, *args)
+            if not d.called:
+                if pending is None:
+                    pending = []
+                pending.append(d)
+        return pending
+
     def flush(self):
         """
         Send everything held, in order. Call on the reactor thread.
@@ -48,17 +72,11 @@ class HeldSends:
         Fires with a list of ``Failure``s of sends that failed (empty when all
         went through); it never fails itself.
         """
-        sends, self._sends = self._sends, []
-        if not sends:
-            return defer.succeed([])
-        # Held content was checked and copied when it was held: layers that
-        # offer a trusted path (the in-memory one) skip doing it again.
-        ds = [(getattr(layer, method + "_validated", None) or getattr(layer, method))(name, content)
-              for layer, method, name, content in sends]
-        if len(ds) == 1:
-            return ds[0].addCallbacks(lambda _: [], lambda f: [f])
-        return defer.DeferredList(ds, consumeErrors=True).addCallback(
-            lambda results: [r for ok, r in results if not ok])
+        failures = []
+        pending = self.send_all(failures.append)
+        if not pending:
+            return defer.succeed(failures)
+        return defer.DeferredList(pending).addCallback(lambda _: failures)
 
 
 class holding_sends:

@@ -398,17 +398,7 @@ class WorkerService(service.Service):
         extra = None
         if reply is not None and (fail is not None or channel == "websocket.connect"):
             extra = _protocol.replies_after(channel, held, reply.name, fail)
-        pending = None
-        for layer, method, name, content in held:
-            d = getattr(layer, method)(name, content)
-            if d.called and not isinstance(getattr(d, "result", None), failure.Failure):
-                continue  # the usual case: the layer took it at once
-            d.addErrback(self._send_failed, channel)
-            if not d.called:
-                if pending is None:
-                    pending = []
-                pending.append(d)
-        held.discard()
+        pending = held.send_all(self._send_failed, channel)
         if extra:
             if pending:
                 return defer.DeferredList(pending).addCallback(
