@@ -23,6 +23,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python import failure, threadable
 
+from .channel import _held_sends
 from .exceptions import ChannelFull, RequestAborted, RequestTimeout, ResponseLater
 from .layers._bridge import blocking_call, ensure_reactor_thread
 from .layers._validation import new_channel_name
@@ -122,6 +123,24 @@ def _send_retrying(layer, channel, content, clock, delays=_SEND_RETRY_DELAYS):
         return await d
 
     return defer.Deferred.fromCoroutine(retry(d))
+
+
+class _RetryingSends:
+    """
+    Stands for a layer in ``HeldSends``: its ``send`` retries on
+    ``ChannelFull`` like ``_send_retrying``.
+    """
+
+    __slots__ = ("_layer", "_clock", "reactor", "cross_process")
+
+    def __init__(self, layer, clock):
+        self._layer = layer
+        self._clock = clock
+        self.reactor = layer.reactor
+        self.cross_process = layer.cross_process
+
+    def send(self, channel, content):
+        return _send_retrying(self._layer, channel, content, self._clock)
 
 
 # -- the request -----------------------------------------------------------------
@@ -578,7 +597,8 @@ class _ReplySender:
     """
     Sends response messages, retrying briefly on ``ChannelFull``, paced by the client.
 
-    A response of one message is sent as is. A longer one (streaming and
+    A response of one message is sent as is (held with the consumer's sends
+    when there are any to hold it with). A longer one (streaming and
     file responses, content over ``AsgiHandler.chunk_size``) puts an
     ``ack_channel`` on every message but the last; the interface server
     answers ``{"ok": True}`` there once that message is written and the
@@ -617,7 +637,13 @@ class _ReplySender:
                     self._ack_channel = new_channel_name("http.response.ack?")
                 content = dict(content, ack_channel=self._ack_channel)
                 self._unacked += 1
-        _on_reactor(self.layer, _send_retrying, self.layer, self.channel, content, self.clock)
+        held = None if more else _held_sends.get()
+        if held is not None:
+            # The last message goes out with the consumer's held sends, in
+            # the same hop to the reactor that tells the worker it finished.
+            held.add(_RetryingSends(self.layer, self.clock), "send", self.channel, content)
+        else:
+            _on_reactor(self.layer, _send_retrying, self.layer, self.channel, content, self.clock)
         self.started = True
 
     def send_final(self):
@@ -646,8 +672,11 @@ def view_consumer(message):
     The default ``http.request`` consumer: Django's view layer.
 
     Runs in a worker thread. Response chunks go out as they are produced
-    (not held until the consumer returns); once ``disconnect_consumer`` saw
-    the client leave, the response is abandoned and closed. It never raises:
+    (not held until the consumer returns), except the last: in a worker it
+    joins the consumer's held sends, so it travels to the reactor with the
+    worker's "finished" instead of costing a wait of its own. Once
+    ``disconnect_consumer`` saw the client leave, the response is abandoned
+    and closed. It never raises:
     a failure before the response started is answered with a 500, a failure
     after it ends the response.
     """

@@ -691,6 +691,41 @@ class ViewConsumerTests(unittest.SynchronousTestCase):
                                    {"content": b"", "more_content": False}])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_last_message_goes_with_held_sends(self):
+        """
+        In a consumer (sends held), every message but the last goes out at
+        once; the last is held and goes out, in order, when the worker
+        flushes (with its "finished"), saving a wait on the reactor.
+        """
+        def streaming(message):
+            yield {"status": 200, "headers": [], "content": b"a", "more_content": True}
+            yield {"content": b"b", "more_content": True}
+            yield {"content": b"c", "more_content": False}
+
+        handler_module.set_view_handler(streaming)
+        with holding_sends() as held:
+            view_consumer(http_message(self.layer))
+        self.assertEqual([r["content"] for r in drain(self.layer)], [b"a", b"b"])
+        self.assertEqual(len(held), 1)
+        self.assertEqual(self.successResultOf(held.flush()), [])
+        self.assertEqual(drain(self.layer), [{"content": b"c", "more_content": False}])
+
+    def test_held_last_message_retries_when_full(self):
+        """The held last message retries on ChannelFull instead of being dropped."""
+        layer = InMemoryChannelLayer(reactor=task.Clock(), channel_capacity={"r!*": 1})
+        handler_module.set_view_handler(lambda message: iter(
+            [{"status": 200, "headers": [], "content": b"ok", "more_content": False}]))
+        self.successResultOf(layer.send("r!1", {"content": b"earlier"}))
+        with holding_sends() as held:
+            view_consumer(http_message(layer))
+        flushed = held.flush()
+        self.assertNoResult(flushed)
+        self.assertEqual(drain(layer), [{"content": b"earlier"}])
+        layer.reactor.advance(0.005)
+        self.assertEqual(self.successResultOf(flushed), [])
+        self.assertEqual(drain(layer), [{"status": 200, "headers": [], "content": b"ok",
+                                         "more_content": False}])
+
     def test_no_reply_channel(self):
         """A message without a reply channel is dropped without raising."""
         message = http_message(self.layer)
