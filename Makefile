@@ -36,8 +36,23 @@ chromium:
 	  echo "installing chromium and chromium-driver with apt-get"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: install redis-server chromium
+# Django 5.2 (what installs on Python 3.11) in .venv; Django 4.2, the older
+# supported LTS, in a second virtualenv that runs the same suite.
+VENV42 ?= .venv-django42
+BIN42 := $(VENV42)/bin
+
+$(BIN42)/python:
+	$(PYTHON) -m venv $(VENV42)
+	$(BIN42)/pip install -q --upgrade pip setuptools wheel
+
+$(VENV42)/.installed: $(BIN42)/python setup.cfg pyproject.toml
+	$(BIN42)/pip install -q -e '.[test]' 'django>=4.2,<4.3' --config-settings editable_mode=compat
+	touch $@
+
+test: install redis-server chromium $(VENV42)/.installed
 	$(BIN)/python -b -m twisted.trial --random=0 $(TRIAL_ARGS)
+	@$(BIN42)/python -c "import django; print('again with Django', django.get_version())"
+	$(BIN42)/python -b -m twisted.trial --random=0 --temp-directory=_trial_temp_django42 $(TRIAL_ARGS)
 
 run: install
 	cd example && ../$(BIN)/python manage.py migrate --noinput -v 0
@@ -57,4 +72,4 @@ docs: install
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) build *.egg-info _trial_temp twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(VENV42) _trial_temp_django42 build *.egg-info _trial_temp twisted/plugins/dropin.cache
