@@ -224,7 +224,7 @@ class HTTPProtocol(protocol.Protocol):
     def _response_timed_out(self):
         if self._response_started or self._message is None:
             return
-        self._log.warn("No response to {method} {path} within {timeout}s; answering 503",
+        self._log.warn("No response to {method} {path!r} within {timeout}s; answering 503",
                        method=self._message["method"], path=self._message["path"],
                        timeout=self.server.http_timeout)
         self._fail(503, "response timeout", body=b"Service Unavailable: no response in time")
@@ -550,7 +550,7 @@ class HTTPProtocol(protocol.Protocol):
             if not message.get("more_content", False):
                 self._finish_response()
         except (TypeError, ValueError) as e:
-            self._log.error("Invalid response message for {path}: {error}",
+            self._log.error("Invalid response message for {path!r}: {error}",
                             path=self._message["path"], error=e)
             if self._response_started:
                 self._state = _CLOSED

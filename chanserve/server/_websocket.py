@@ -190,7 +190,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
 
     def _connect_timed_out(self):
         self._connect_timer = None
-        self._log.warn("No answer to websocket.connect for {path} within {timeout}s; refusing",
+        self._log.warn("No answer to websocket.connect for {path!r} within {timeout}s; refusing",
                        path=self.path, timeout=self.server.websocket_connect_timeout)
         self._reject(403, "Forbidden")
 
@@ -294,7 +294,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
     def _overflow(self):
         """The client stopped reading and replies piled up: close with 1013, don't buffer more."""
         self.server.count("websocket_buffer_full")
-        self._log.warn("WebSocket {path} from {client}: over {limit} bytes unsent; "
+        self._log.warn("WebSocket {path!r} from {client}: over {limit} bytes unsent; "
                        "reply refused, closing with 1013", path=self.path, client=self._client,
                        limit=self.server.websocket_max_buffer)
         self.close(1013)
@@ -329,11 +329,11 @@ class WebSocketProtocol(WebSocketServerProtocol):
 
     def _receive_not_sent(self, failure):
         if failure.check(ChannelFull):
-            self._log.warn("websocket.receive is full; closing {path} with 1013", path=self.path)
+            self._log.warn("websocket.receive is full; closing {path!r} with 1013", path=self.path)
             self.server.count("websocket_channel_full")
             self.close(1013)
         elif failure.check(LayerUnavailable):
-            self._log.warn("Channel layer unavailable ({error}); closing {path} with 1011",
+            self._log.warn("Channel layer unavailable ({error}); closing {path!r} with 1011",
                            error=failure.getErrorMessage(), path=self.path)
             self.server.count("websocket_layer_unavailable")
             self.close(1011)

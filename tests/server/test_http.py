@@ -526,6 +526,19 @@ class AccessLogTests(HTTPTestCase):
         self.request(b"BAD\r\n\r\n")
         self.assertIn('"- -" 400', self.log.getvalue())
 
+    def test_forged_line(self):
+        """
+        A path whose percent-decoding holds a newline, a CR, an ESC, quotes
+        or a backslash is escaped: one request is always one line.
+        """
+        self.request(b"GET /x%0a10.0.0.1:1%20-%20-%20%22GET%20/admin/%22%20200%0d%1b[31m%5c"
+                     b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.h.reply(self.h.next("http.request"), OK)
+        lines = self.log.getvalue().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn('"GET /x\\x0a10.0.0.1:1 - - \\"GET /admin/\\" 200\\x0d\\x1b[31m\\\\" 200 ',
+                      lines[0])
+
 
 class ProxyHeaderTests(SynchronousTestCase):
     """X-Forwarded-* are believed only from trusted proxies, right-most untrusted hop first."""

@@ -375,6 +375,14 @@ class AccessLogTests(WebSocketTestCase):
         self.assertIn('"WSDISCONNECT /ws/" 1000 - 2.000', lines[1])
         self.assertIn('"WSREJECT /no/" 403', lines[2])
 
+    def test_escaped_path(self):
+        """A WebSocket path with a decoded newline stays on its line, escaped."""
+        _, _, rejected = self.handshake(path=b"/no%0aforged/")
+        self.h.reply(rejected, {"accept": False})
+        lines = self.log.getvalue().splitlines()
+        self.assertEqual(lines, [lines[0]])
+        self.assertIn('"WSREJECT /no\\x0aforged/" 403', lines[0])
+
 
 class ProxyTests(WebSocketTestCase):
     """Proxy headers and the root path apply to WebSockets too."""
