@@ -4,7 +4,9 @@ the channel layer, the worker and the interface server, in that order.
 
 Children start in that order and stop in reverse, one after the other: the
 interface server drains first (while the worker still answers its in-flight
-requests), then the worker finishes its consumers, then the layer stops.
+requests), then the worker finishes its consumers, then the layer stops. One
+``--shutdown-timeout`` bounds the whole stop: the worker gets what the
+interface server left of it.
 """
 
 import atexit
@@ -28,6 +30,10 @@ class ChanserveService(service.MultiService):
     A ``MultiService`` that stops its children one at a time, last added
     first, each after the previous one finished stopping.
 
+    With a ``shutdown_timeout`` (seconds; None or 0: no limit), stopping
+    ends within that time: a child with a ``stop_timeout`` (the worker) is
+    given what is left of it when its turn comes.
+
     If a child fails to start, or exposes a ``listening`` Deferred (the
     interface server) that fails, that is logged as one line and the reactor
     is stopped; the process then exits with status 1.
@@ -36,9 +42,10 @@ class ChanserveService(service.MultiService):
     _log = Logger()
     name = "chanserve"
 
-    def __init__(self, reactor):
+    def __init__(self, reactor, shutdown_timeout=None):
         super().__init__()
         self.reactor = reactor
+        self.shutdown_timeout = shutdown_timeout
         self.failed = False
 
     def privilegedStartService(self):
@@ -89,9 +96,15 @@ class ChanserveService(service.MultiService):
         return defer.Deferred.fromCoroutine(self._stop_children())
 
     async def _stop_children(self):
+        deadline = None
+        if self.shutdown_timeout:
+            deadline = self.reactor.seconds() + self.shutdown_timeout
         for child in reversed(list(self)):
             if not child.running:
                 continue
+            if deadline is not None and hasattr(child, "stop_timeout"):
+                # At least a moment: a stop_timeout of 0 means "no limit".
+                child.stop_timeout = max(0.001, deadline - self.reactor.seconds())
             try:
                 await defer.maybeDeferred(child.stopService)
             except Exception:
@@ -183,7 +196,8 @@ def make_chanserve_service(options, reactor):
     channel_layers.register("default", layer)
     channel_layers.register(alias, layer)
 
-    top = ChanserveService(reactor)
+    server_options = _server_options(options)
+    top = ChanserveService(reactor, shutdown_timeout=server_options["shutdown_timeout"])
     if service.IService.providedBy(layer):
         layer.setServiceParent(top)
     if not noworker:
@@ -192,7 +206,7 @@ def make_chanserve_service(options, reactor):
             layer, reactor, router, threads=int(options.get("threads") or 10),
             only_channels=tuple(options.get("only-channels") or ()),
             exclude_channels=tuple(options.get("exclude-channels") or ()),
-            stop_timeout=float(options.get("shutdown-timeout") or 10.0))
+            stop_timeout=server_options["shutdown_timeout"])
         worker.setServiceParent(top)
     if not worker_only:
         from .server import InterfaceServer
@@ -200,7 +214,7 @@ def make_chanserve_service(options, reactor):
         if not endpoints:
             from .tap import DEFAULT_ENDPOINT
             endpoints = [DEFAULT_ENDPOINT]
-        server = InterfaceServer(layer, reactor, endpoints, **_server_options(options))
+        server = InterfaceServer(layer, reactor, endpoints, **server_options)
         server.setServiceParent(top)
     from .systemd import add_notifier
     add_notifier(top, reactor, layer)

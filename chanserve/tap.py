@@ -6,6 +6,7 @@ so ``MultiService.stopService`` stops the listeners first.
 """
 
 import ipaddress
+import math
 import os
 import sys
 
@@ -22,6 +23,8 @@ def _number(kind, minimum, allow_zero=False, option=None):
             n = kind(value)
         except (TypeError, ValueError):
             raise ValueError(f"{where}expected a number, got {value!r}")
+        if not math.isfinite(n):
+            raise ValueError(f"{where}expected a finite number, got {value!r}")
         if n < minimum and not (allow_zero and n == 0):
             raise ValueError(f"{where}must be at least {minimum}, got {value!r}")
         return n
@@ -80,7 +83,7 @@ class Options(usage.Options):
         ["body-timeout", None, 60.0,
          "Seconds a request body may stall before 408.", _number(float, 0, True, option="body-timeout")],
         ["shutdown-timeout", None, 10.0,
-         "On stop, seconds to let in-flight responses and consumers finish.",
+         "On stop, seconds in all to let in-flight responses and consumers finish.",
          _number(float, 0, True, option="shutdown-timeout")],
         ["max-header-size", None, 1 << 16,
          "Largest request header block in bytes (431 above it).", _number(int, 1, option="max-header-size")],

@@ -108,6 +108,13 @@ class MakeServiceTests(SynchronousTestCase):
         e = self.assertRaises(UsageError, options, "--trusted-proxy", "proxy.example")
         self.assertIn("--trusted-proxy", str(e))
 
+    def test_non_finite_numbers_refused(self):
+        """``nan`` and ``inf`` are usage errors naming the option, not a server that fails later."""
+        for value in ("nan", "inf", "-inf", "1e400"):
+            e = self.assertRaises(UsageError, options, "--websocket-connect-timeout", value)
+            self.assertIn("--websocket-connect-timeout", str(e))
+            self.assertIn("finite", str(e))
+
     def test_worker_channel_globs(self):
         """``--only-channels`` / ``--exclude-channels`` reach the worker."""
         top = make_chanserve_service(options("--only-channels", "websocket.*",
@@ -187,6 +194,24 @@ class ChanserveServiceTests(SynchronousTestCase):
         self.assertNoResult(d)
         children[0].stopping.callback(None)
         self.successResultOf(d)
+
+    def test_one_shutdown_bound(self):
+        """
+        With ``shutdown_timeout``, a child with a ``stop_timeout`` (the
+        worker) gets what the children stopped before it left of the time.
+        """
+        log = []
+        reactor = MemoryReactorClock()
+        top = ChanserveService(reactor, shutdown_timeout=10.0)
+        worker, server = Recorder("worker", log), Recorder("server", log)
+        worker.stop_timeout = 10.0
+        worker.setServiceParent(top)
+        server.setServiceParent(top)
+        top.startService()
+        top.stopService()
+        reactor.advance(7.5)
+        server.stopping.callback(None)
+        self.assertEqual(worker.stop_timeout, 2.5)
 
     def test_failing_child_stop_does_not_block(self):
         """A child whose stop fails is logged; the others still stop."""

@@ -133,7 +133,7 @@ class WorkerService(service.Service):
     A consumer raising ``ConsumeLater`` has its message sent back to its
     channel after a short, growing delay, up to ``retry_limit`` times.
     ``stopService`` stops receiving and waits up to ``stop_timeout``
-    seconds for running consumers.
+    seconds (0: as long as they take) for running consumers.
     """
 
     _log = Logger()
@@ -229,7 +229,8 @@ class WorkerService(service.Service):
                 sync=self._sync_running, async_=self._async_running, timeout=timeout)
             return False
 
-        d.addTimeout(timeout, self.reactor, onTimeoutCancel=timed_out)
+        if timeout:
+            d.addTimeout(timeout, self.reactor, onTimeoutCancel=timed_out)
         return d
 
     def statistics(self):
