@@ -17,6 +17,10 @@ socket, and all this needs:
 - WebSockets: bytes written while the transport says it is full are
   counted, so a reply to a client that stopped reading can be refused once
   the count passes a bound.
+- Pipelined HTTP requests: the next one waits (L{OutputGate.when_drained})
+  until the client has read the previous response, so a client that
+  pipelines many requests and reads nothing holds one response in memory,
+  not all of them.
 """
 
 from twisted.internet.interfaces import IPushProducer
@@ -46,6 +50,7 @@ class OutputGate:
         self.registered = False
         self.written = 0
         self._acks = []
+        self._drained = []
         self._release = False
 
     def watch(self):
@@ -63,20 +68,28 @@ class OutputGate:
         else:
             self._send(channel, ACK_OK)
 
+    def when_drained(self, callback):
+        """Call C{callback()} once the output is below the high-water mark (now if it is)."""
+        if self.paused:
+            self._drained.append(callback)
+        else:
+            callback()
+
     def note(self, size):
         """Count C{size} bytes just written (only while the transport is full)."""
         if self.paused:
             self.written += size
 
     def release(self):
-        """Stop watching, once the acknowledgements still waiting are sent."""
-        if self.paused and self._acks:
+        """Stop watching, once the acknowledgements and callbacks still waiting are done."""
+        if self.paused and (self._acks or self._drained):
             self._release = True
         else:
             self._unregister()
 
     def close(self):
         """The connection is going: C{closed} on every waiting acknowledgement; stop watching."""
+        self._drained = []
         self._fail_acks()
         self._unregister()
 
@@ -105,12 +118,16 @@ class OutputGate:
         acks, self._acks = self._acks, []
         for channel in acks:
             self._send(channel, ACK_OK)
+        drained, self._drained = self._drained, []
         if self._release:
             self._unregister()
+        for callback in drained:
+            callback()
 
     def stopProducing(self):
         # The connection is lost; the transport forgets us.
         self.registered = False
         self._release = False
         self.paused = False
+        self._drained = []
         self._fail_acks()

@@ -536,7 +536,9 @@ class HTTPProtocol(protocol.Protocol):
             if ack is not None:
                 self.server.send_quietly(ack, ACK_CLOSED)
             return
-        if ack is not None:
+        if ack is not None or (self._buf and not self._response_started):
+            # Watched for acknowledgements, or because requests are pipelined
+            # behind this one: they wait until the client has read it.
             if self._output is None:
                 self._output = OutputGate(self.transport, self.server.send_quietly)
             self._output.watch()  # before writing: the transport pauses us if it fills
@@ -654,8 +656,27 @@ class HTTPProtocol(protocol.Protocol):
             return
         self._reset_request()
         self._state = _HEAD
-        self._timer.set(self.server.idle_timeout, self._idle_timed_out)
         if self._buf:
+            output = self._output
+            if output is not None and output.paused:
+                # A pipelined request waits until the client reads this response.
+                self._timer.clear()
+                self._blocked = True
+                output.when_drained(self._pipeline_drained)
+                return
+            self._timer.set(self.server.header_timeout, self._header_timed_out)
+        else:
+            self._timer.set(self.server.idle_timeout, self._idle_timed_out)
+        self._process()
+
+    def _pipeline_drained(self):
+        self._blocked = False
+        if self.server.stopping:
+            self._state = _CLOSED
+            self._cancel_timers()
+            self.transport.loseConnection()
+            return
+        if self._state == _HEAD and self._buf:
             self._timer.set(self.server.header_timeout, self._header_timed_out)
         self._process()
 

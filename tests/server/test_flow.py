@@ -166,6 +166,54 @@ class HTTPAckTests(FlowTestCase):
         self.assertIsNone(transport.producer)
 
 
+class PipelineFlowTests(FlowTestCase):
+    """Pipelined requests wait until the client has read the response before them."""
+
+    def test_next_request_waits_for_reader(self):
+        """
+        A client that pipelines requests and reads nothing gets one response
+        buffered, not one per request: the next request is dispatched only
+        once the previous response has drained.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(GET * 3)
+        first = self.h.next("http.request")
+        self.h.reply(first, {"status": 200, "headers": [], "content": b"x" * 5000,
+                             "more_content": False})
+        self.assertIsNone(self.h.next("http.request"))
+        # More pipelined bytes arriving meanwhile don't start it either.
+        protocol.dataReceived(GET)
+        self.assertIsNone(self.h.next("http.request"))
+        transport.drain()
+        second = self.h.next("http.request")
+        self.assertIsNotNone(second)
+        self.h.reply(second, {"status": 200, "headers": [], "content": b"ok",
+                              "more_content": False})
+        # A small response leaves the output low: the third goes at once.
+        self.assertIsNotNone(self.h.next("http.request"))
+
+    def test_connection_lost_while_waiting(self):
+        """A client leaving while its pipelined request waits: nothing more is dispatched."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(GET * 2)
+        self.h.reply(self.h.next("http.request"), {
+            "status": 200, "headers": [], "content": b"x" * 5000, "more_content": False})
+        transport.loseConnection()
+        self.assertIsNone(self.h.next("http.request"))
+        self.assertIsNone(self.h.next("http.disconnect"))
+
+    def test_stop_while_waiting_closes(self):
+        """A server stopping while a pipelined request waits closes the connection after the drain."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(GET * 2)
+        self.h.reply(self.h.next("http.request"), {
+            "status": 200, "headers": [], "content": b"x" * 5000, "more_content": False})
+        self.h.server.stopService()
+        transport.drain()
+        self.assertIsNone(self.h.next("http.request"))
+        self.assertFalse(transport.connected)
+
+
 class LayerUnavailableTests(FlowTestCase):
     """A layer that is down answers 503 with a one-line warning and a counter."""
 
