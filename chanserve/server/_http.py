@@ -12,7 +12,14 @@ from twisted.logger import Logger
 
 from ..exceptions import ChannelFull, LayerUnavailable
 from ._flow import ACK_CLOSED, OutputGate
-from ._parsing import HTTPError, parse_chunk_size, parse_head, response_header, status_line
+from ._parsing import (
+    HTTPError,
+    check_field_line,
+    parse_chunk_size,
+    parse_head,
+    response_header,
+    status_line,
+)
 
 # Parser states.
 _HEAD = 0
@@ -28,6 +35,8 @@ _CLOSED = 8
 _NO_BODY_STATUS = frozenset([204, 304])
 _FRAMING = frozenset([b"content-length", b"transfer-encoding", b"connection", b"date", b"server"])
 _MAX_CHUNK_LINE = 4096
+# Empty lines tolerated before a request (RFC 9112 2.2 asks for at least one).
+_MAX_EMPTY_LINES = 8
 
 
 class _Deadline:
@@ -146,6 +155,9 @@ class HTTPProtocol(protocol.Protocol):
         self._retry = None
         self._retry_delay = 0.0
         self._pending_body = None
+        self._empty_lines = 0
+        self._trailer_bytes = 0
+        self._trailer_fields = 0
 
     # -- connection ----------------------------------------------------------
 
@@ -285,6 +297,8 @@ class HTTPProtocol(protocol.Protocol):
                     if end < 0:
                         if len(buf) > _MAX_CHUNK_LINE:
                             raise HTTPError(400, "chunk size line too long")
+                        if b"\n" in buf:
+                            raise HTTPError(400, "bare LF in a chunk size line")
                         return
                     size = parse_chunk_size(bytes(buf[:end]))
                     del buf[:end + 2]
@@ -312,7 +326,17 @@ class HTTPProtocol(protocol.Protocol):
                     if end < 0:
                         if len(buf) > self.server.max_header_size:
                             raise HTTPError(431, "trailer section too large")
+                        if b"\n" in buf:
+                            raise HTTPError(400, "bare LF in the trailer section")
                         return
+                    if end:
+                        # Trailer fields are read and dropped, within the head's limits.
+                        check_field_line(bytes(buf[:end]))
+                        self._trailer_bytes += end + 2
+                        self._trailer_fields += 1
+                        if (self._trailer_bytes > self.server.max_header_size
+                                or self._trailer_fields > self.server.max_headers):
+                            raise HTTPError(431, "trailer section too large")
                     del buf[:end + 2]
                     if end == 0:
                         self._body_data(b"", True)
@@ -327,17 +351,25 @@ class HTTPProtocol(protocol.Protocol):
     def _head_step(self):
         """Parse a complete head from the buffer; False when more bytes are needed."""
         buf = self._buf
-        while buf[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request
-            del buf[:2]
+        if buf[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request
+            while buf[:2] == b"\r\n":
+                del buf[:2]
+                self._empty_lines += 1
+                if self._empty_lines > _MAX_EMPTY_LINES:
+                    raise HTTPError(400, "too many empty lines before a request")
         end = buf.find(b"\r\n\r\n")
         limit = self.server.max_header_size
         if end < 0:
             if len(buf) > limit:
+                if buf.find(b"\r\n", 0, limit) < 0:
+                    raise HTTPError(414, "request line too long")
                 raise HTTPError(431, "request head too large")
             if buf.find(b"\n\n") >= 0:
                 raise HTTPError(400, "bare LF line endings")
             return False
         if end > limit:
+            if buf.find(b"\r\n", 0, limit) < 0:
+                raise HTTPError(414, "request line too long")
             raise HTTPError(431, "request head too large")
         raw = bytes(buf[:end])
         del buf[:end + 4]

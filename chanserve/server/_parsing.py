@@ -11,6 +11,8 @@ _FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 _OTHER_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+# The authority of an absolute-form target, without userinfo.
+_AUTHORITY = re.compile(rb"(?:[^/?@]*@)?([^/?@]*)")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;.*)?")
 _STATUS_LINES = {}
 _SPECIAL = frozenset([b"content-length", b"transfer-encoding", b"host", b"connection",
@@ -100,10 +102,11 @@ def parse_head(head):
             if name == b"content-length":
                 if not value.isdigit() or len(value) > 18:
                     raise HTTPError(400, "malformed Content-Length")
-                n = int(value)
-                if content_length is not None and content_length != n:
-                    raise HTTPError(400, "conflicting Content-Length fields")
-                content_length = n
+                if content_length is not None:
+                    # RFC 9112 6.3 allows merging equal values; like gunicorn,
+                    # uvicorn and Daphne we refuse: one message, one length.
+                    raise HTTPError(400, "more than one Content-Length field")
+                content_length = int(value)
             elif name == b"transfer-encoding":
                 transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
             elif name == b"host":
@@ -129,17 +132,25 @@ def parse_head(head):
     if http_version == "1.1" and host is None:
         raise HTTPError(400, "missing Host field")
 
-    if target[0] == 0x2f:  # "/": origin-form, the usual case
+    if b"#" in target:  # clients must not send a fragment; never pass one on
+        target = target.partition(b"#")[0]
+    if target[:1] == b"/":  # origin-form, the usual case
         path_bytes, _, query = target.partition(b"?")
     elif target == b"*" and method == b"OPTIONS":
         path_bytes, query = b"*", b""
     elif target.startswith((b"http://", b"https://")):
-        rest = target.split(b"//", 1)[1]
-        slash = rest.find(b"/")
-        path_bytes, _, query = (rest[slash:] if slash >= 0 else b"/").partition(b"?")
+        # absolute-form: the authority ends at the first "/" or "?" (RFC 3986
+        # 3.2) and replaces Host (RFC 9112 3.2.2).
+        authority = _AUTHORITY.match(target, target.index(b"//") + 2)
+        host = authority.group(1)
+        if not host:
+            raise HTTPError(400, "absolute-form target without a host")
+        rest = target[authority.end():]
+        path_bytes, _, query = (rest if rest[:1] == b"/" else b"/" + rest).partition(b"?")
+        headers = [field for field in headers if field[0] != b"host"]
+        headers.append([b"host", host])
     else:
         raise HTTPError(400, "malformed request target")
-    path_bytes = path_bytes.partition(b"#")[0]
 
     tokens = [t.strip() for t in connection.lower().split(b",")] if connection else ()
     if http_version == "1.1":
@@ -164,6 +175,12 @@ def parse_head(head):
     request.expect_continue = (
         expect is not None and expect.lower() == b"100-continue" and http_version == "1.1")
     return request
+
+
+def check_field_line(line):
+    """Raise L{HTTPError} (400) unless ``line`` is a well-formed field line (a trailer)."""
+    if _FIELD_LINE.fullmatch(line) is None:
+        raise HTTPError(400, "malformed trailer field")
 
 
 def parse_chunk_size(line):

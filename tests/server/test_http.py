@@ -96,6 +96,28 @@ class RequestMessageTests(HTTPTestCase):
         self.assertEqual((message["path"], message["query_string"]), ("/abs", b"q=1"))
 
 
+    def test_absolute_form_authority(self):
+        """
+        The authority of an absolute-form target ends at "?" too, and it
+        replaces Host (RFC 9112 3.2.2); userinfo is dropped.
+        """
+        self.request(b"GET http://u:p@example.com?x=/admin/ HTTP/1.1\r\nHost: other\r\n\r\n")
+        message = self.h.next("http.request")
+        self.assertEqual((message["path"], message["query_string"]), ("/", b"x=/admin/"))
+        self.assertEqual([v for k, v in message["headers"] if k == b"host"], [b"example.com"])
+
+    def test_fragment_dropped(self):
+        """A fragment (which clients must not send) is not passed on in path or query."""
+        self.request(b"GET /p?a=1#frag HTTP/1.1\r\nHost: a\r\n\r\n")
+        message = self.h.next("http.request")
+        self.assertEqual((message["path"], message["query_string"]), ("/p", b"a=1"))
+
+    def test_leading_empty_lines(self):
+        """A few empty lines before a request are ignored (RFC 9112 2.2)."""
+        self.request(b"\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(self.h.next("http.request")["path"], "/x")
+
+
 class ResponseTests(HTTPTestCase):
     """Reply messages become HTTP responses."""
 
@@ -353,6 +375,29 @@ class MalformedRequestTests(HTTPTestCase):
         self.assertRefused(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
                            b"Content-Length: 4\r\n\r\nabcd", 400)
 
+    def test_duplicate_equal_lengths(self):
+        """Two equal Content-Lengths: 400 too (as gunicorn, uvicorn and Daphne), never a "3,3"."""
+        self.assertRefused(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                           b"Content-Length: 3\r\n\r\nabc", 400)
+
+    def test_empty_line_flood(self):
+        """Endless empty lines before a request: 400, not a reactor busy stripping them."""
+        self.assertRefused(b"\r\n" * 9 + GET, 400)
+
+    def test_bare_lf_chunk_size(self):
+        """A chunk size line ending in a bare LF: 400 at once, not a wait for the body timeout."""
+        self.assertRefused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"3\nabc", 400)
+
+    def test_malformed_trailer(self):
+        """A trailer field without a colon: 400 and a closed connection."""
+        _, transport = self.request(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nno colon here\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
+        self.assertFalse(transport.connected)
+        self.assertServed()
+
     def test_signed_length(self):
         """A Content-Length with a sign: 400."""
         self.assertRefused(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", 400)
@@ -400,6 +445,22 @@ class LimitTests(HTTPTestCase):
         many = b"".join(b"X-%d: v\r\n" % i for i in range(11))
         _, transport = self.request(b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 431 "))
+        self.assertServed()
+
+    def test_request_line_too_long(self):
+        """A request line over ``max_header_size``: 414 (URI Too Long), not 431."""
+        _, transport = self.request(b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 414 "), transport.value())
+        self.assertServed()
+
+    def test_trailer_section_limits(self):
+        """Trailers count against ``max_headers``/``max_header_size`` like the head: 431."""
+        many = b"".join(b"X-%d: v\r\n" % i for i in range(11))
+        _, transport = self.request(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n" + many + b"\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 431 "), transport.value())
+        self.assertFalse(transport.connected)
         self.assertServed()
 
     def test_body_too_large(self):
