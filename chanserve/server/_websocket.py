@@ -204,8 +204,6 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self._log.warn("Subprotocol {chosen!r} was not offered ({offered!r}); using none",
                            chosen=subprotocol, offered=offered)
             subprotocol = None
-        elif subprotocol is None and offered:
-            subprotocol = offered[0]
         if not self._handshake.called:
             self._handshake.callback(subprotocol)
 

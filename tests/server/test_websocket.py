@@ -154,10 +154,16 @@ class HandshakeTests(WebSocketTestCase):
         self.assertEqual(len(self.h.next("websocket.receive")["bytes"]), 70000)
 
     def test_subprotocol_default(self):
-        """Without a choice, the first subprotocol the client offered is selected."""
+        """
+        Without a choice by the consumer no subprotocol is selected (as
+        Daphne does): the server must not claim to speak what the client
+        merely offered. Browsers accept the handshake without one.
+        """
         _, transport, connect = self.handshake(extra=b"Sec-WebSocket-Protocol: chat, superchat\r\n")
+        self.assertEqual(connect["headers"][-1], [b"sec-websocket-protocol", b"chat, superchat"])
         self.h.reply(connect, {"accept": True})
-        self.assertIn(b"Sec-WebSocket-Protocol: chat\r\n", transport.value())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        self.assertNotIn(b"sec-websocket-protocol", transport.value().lower())
 
     def test_subprotocol_chosen(self):
         """``subprotocol`` in the accept picks one of the offered subprotocols."""
