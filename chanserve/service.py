@@ -158,6 +158,7 @@ def _server_options(options):
         max_header_size=int(get("max-header-size", 1 << 16)),
         max_headers=int(get("max-headers", 100)),
         websocket_max_buffer=int(get("websocket-max-buffer", 1 << 24)),
+        websocket_protocols=tuple(get("websocket-protocols", None) or ()),
     )
 
 

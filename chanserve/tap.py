@@ -8,11 +8,14 @@ so ``MultiService.stopService`` stops the listeners first.
 import ipaddress
 import math
 import os
+import re
 import sys
 
 from twisted.python import usage
 
 DEFAULT_ENDPOINT = "tcp:8000:interface=127.0.0.1"
+# An RFC 6455 subprotocol name: an RFC 7230 token.
+_SUBPROTOCOL = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _number(kind, minimum, allow_zero=False, option=None):
@@ -103,6 +106,7 @@ class Options(usage.Options):
         self["only-channels"] = []
         self["exclude-channels"] = []
         self["trusted-proxies"] = []
+        self["websocket-protocols"] = []
         self["pythonpath"] = []
 
     def opt_endpoint(self, description):
@@ -136,6 +140,12 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--trusted-proxy {address!r} is not an IP address or network")
         self["trusted-proxies"].append(address)
+
+    def opt_websocket_protocol(self, name):
+        """A WebSocket subprotocol this server speaks, selected when a client offers it and the consumer chose none (repeatable)."""
+        if not _SUBPROTOCOL.fullmatch(name):
+            raise usage.UsageError(f"--websocket-protocol {name!r} is not a valid subprotocol name")
+        self["websocket-protocols"].append(name)
 
     def opt_pythonpath(self, directory):
         """Put DIR first on sys.path before importing settings (repeatable; the current directory always is)."""

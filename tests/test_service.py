@@ -115,6 +115,14 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertIn("--websocket-connect-timeout", str(e))
             self.assertIn("finite", str(e))
 
+    def test_websocket_protocols(self):
+        """``--websocket-protocol`` (repeatable) reaches the server; a non-token is a usage error."""
+        top = make_chanserve_service(options("--websocket-protocol", "graphql-ws",
+                                             "--websocket-protocol", "v2.chat"), self.reactor)
+        self.assertEqual(list(top)[-1].websocket_protocols, ("graphql-ws", "v2.chat"))
+        e = self.assertRaises(UsageError, options, "--websocket-protocol", "a b")
+        self.assertIn("--websocket-protocol", str(e))
+
     def test_worker_channel_globs(self):
         """``--only-channels`` / ``--exclude-channels`` reach the worker."""
         top = make_chanserve_service(options("--only-channels", "websocket.*",

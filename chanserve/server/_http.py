@@ -7,8 +7,9 @@ hands the connection to L{chanserve.server._websocket.WebSocketProtocol}.
 """
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..exceptions import ChannelFull, LayerUnavailable
 from ._flow import ACK_CLOSED, OutputGate
@@ -109,6 +110,7 @@ def _address(address):
     return [host, port]
 
 
+@implementer(IHalfCloseableProtocol)
 class HTTPProtocol(protocol.Protocol):
     """
     Speak HTTP/1.0 and 1.1 to one client on behalf of L{InterfaceServer}.
@@ -131,6 +133,7 @@ class HTTPProtocol(protocol.Protocol):
         self._websocket = None
         self._output = None         # an OutputGate once a reply asked for an ack
         self._requests = 0
+        self._read_closed = False   # the client shut down its sending side
         self._reset_request()
 
     def _reset_request(self):
@@ -183,6 +186,22 @@ class HTTPProtocol(protocol.Protocol):
         if starting and self._state == _HEAD and self._buf:
             # A request head began and is incomplete: it must be done by the deadline.
             self._timer.set(self.server.header_timeout, self._header_timed_out)
+
+    def readConnectionLost(self):
+        """
+        The client closed its sending side (``shutdown(SHUT_WR)``, ``nc -N``).
+
+        A request read completely is still answered (and those pipelined
+        behind it); then the connection closes. Anything else can never
+        complete: close now.
+        """
+        self._read_closed = True
+        waiting_to_read_on = self._state == _HEAD and self._blocked  # pipelined, see _finish_response
+        if self._state != _RESPONDING and not waiting_to_read_on:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        """We never half-close our side."""
 
     def connectionLost(self, reason=None):
         if self._state == _UPGRADED:
@@ -681,7 +700,7 @@ class HTTPProtocol(protocol.Protocol):
         self._response_done = True
         self._access_log(self._status)
         self.server.unregister(self._reply_channel)
-        if not self._keep_alive or self.server.stopping:
+        if not self._keep_alive or self.server.stopping or (self._read_closed and not self._buf):
             self._state = _CLOSED
             self._cancel_timers()
             self.transport.loseConnection()

@@ -48,7 +48,9 @@ class InterfaceServer(service.Service):
     lets responses finish), C{max_header_size}/C{max_headers} (431 above),
     C{body_chunk_size} (size of C{http.request.body} chunks),
     C{websocket_max_buffer} (a reply to a WebSocket with more unsent output
-    than this closes it with 1013 instead of buffering more).
+    than this closes it with 1013 instead of buffering more),
+    C{websocket_protocols} (subprotocols selected, in the client's order of
+    preference, when the consumer's accept names none).
 
     Response messages may carry C{ack_channel}: see L{chanserve.server._flow}.
     """
@@ -62,7 +64,8 @@ class InterfaceServer(service.Service):
                  ping_interval=20.0, ping_timeout=30.0, max_request_body=1 << 30,
                  websocket_max_message=1 << 20, idle_timeout=20.0, header_timeout=10.0,
                  body_timeout=60.0, shutdown_timeout=10.0, max_header_size=1 << 16,
-                 max_headers=100, body_chunk_size=1 << 16, websocket_max_buffer=16 << 20):
+                 max_headers=100, body_chunk_size=1 << 16, websocket_max_buffer=16 << 20,
+                 websocket_protocols=()):
         self.layer = layer
         self.reactor = reactor
         self.endpoints = list(endpoints)
@@ -82,6 +85,7 @@ class InterfaceServer(service.Service):
         self.max_headers = max_headers
         self.body_chunk_size = body_chunk_size
         self.websocket_max_buffer = websocket_max_buffer
+        self.websocket_protocols = tuple(websocket_protocols)
         # Stop reading a connection once this much unparsed input waits.
         self.max_buffer = max(max_header_size, body_chunk_size) * 2
         self.websocket_factory = make_websocket_factory(

@@ -204,6 +204,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self._log.warn("Subprotocol {chosen!r} was not offered ({offered!r}); using none",
                            chosen=subprotocol, offered=offered)
             subprotocol = None
+        if subprotocol is None and offered:
+            spoken = self.server.websocket_protocols
+            subprotocol = next((p for p in offered if p in spoken), None)
         if not self._handshake.called:
             self._handshake.callback(subprotocol)
 

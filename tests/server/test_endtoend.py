@@ -8,7 +8,7 @@ import ssl
 import twisted.test
 
 import websocket
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from chanserve.layers import InMemoryChannelLayer
@@ -56,6 +56,8 @@ class EchoServerMixin:
                         body += chunk["content"]
                         if not chunk["more_content"]:
                             break
+                if message["path"] == "/slow":
+                    await task.deferLater(reactor, 0.2, lambda: None)
                 if message["path"] == "/stream":
                     await layer.send(reply, {"status": 200, "headers": [], "content": b"one,",
                                              "more_content": True})
@@ -66,7 +68,11 @@ class EchoServerMixin:
                         "content": b"%s %d" % (message["path"].encode(), len(body)),
                         "more_content": False})
             elif channel == "websocket.connect":
-                await layer.send(reply, {"accept": message["path"] != "/reject"})
+                offered = [v for k, v in message["headers"] if k == b"sec-websocket-protocol"]
+                answer = {"accept": message["path"] != "/reject"}
+                if offered:
+                    answer["subprotocol"] = offered[0].split(b",")[0].decode()
+                await layer.send(reply, answer)
             elif channel == "websocket.receive":
                 await layer.send(reply, {"text": message.get("text"), "bytes": message.get("bytes")})
             elif channel == "websocket.disconnect" and not self.disconnected.called:
@@ -142,6 +148,16 @@ class HTTPEndToEndTests(EchoServerMixin, TestCase):
         self.assertTrue(out.startswith(b"HTTP/1.1 413 "), out)
         out = yield self.raw(b"GET /ok HTTP/1.0\r\n\r\n")
         self.assertTrue(out.startswith(b"HTTP/1.1 200 OK"), out)
+
+    @defer.inlineCallbacks
+    def test_half_close_answered(self):
+        """
+        An HTTP/1.1 client that shuts down its sending side after a request
+        (``nc -N``) still gets the response, then the server closes.
+        """
+        out = yield self.raw(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n", read_until_close=False)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK"), out)
+        self.assertTrue(out.endswith(b"/slow 0"), out)
 
     @defer.inlineCallbacks
     def test_client_gone(self):

@@ -257,6 +257,51 @@ class ResponseTests(HTTPTestCase):
         self.assertIsNone(self.h.next("http.disconnect"))
 
 
+class HalfCloseTests(HTTPTestCase):
+    """A client that shuts down its sending side (``nc -N``) after its request."""
+
+    options = {"body_chunk_size": 4}
+
+    def test_complete_request_answered(self):
+        """A request read completely is answered, then the connection closes."""
+        protocol, transport = self.request()
+        protocol.readConnectionLost()
+        self.assertTrue(transport.connected)
+        self.h.reply(self.h.next("http.request"), OK)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertFalse(transport.connected)
+
+    def test_pipelined_requests_answered(self):
+        """Requests pipelined before the half-close are all answered, then it closes."""
+        protocol, transport = self.request(GET * 2)
+        protocol.readConnectionLost()
+        self.h.reply(self.h.next("http.request"), OK)
+        self.assertTrue(transport.connected)
+        self.h.reply(self.h.next("http.request"), OK)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK\r\n"), 2)
+        self.assertFalse(transport.connected)
+
+    def test_incomplete_body_closes(self):
+        """A body that can no longer arrive: closed, and the consumer hears of it."""
+        protocol, transport = self.request(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabcdef")
+        request = self.h.next("http.request")
+        self.assertEqual(request["body"], b"abcd")
+        protocol.readConnectionLost()
+        self.assertFalse(transport.connected)
+        self.assertEqual(self.h.next(request["body_channel"]),
+                         {"content": b"", "more_content": False, "closed": True})
+        self.assertEqual(self.h.next("http.disconnect")["reply_channel"], request["reply_channel"])
+
+    def test_idle_closes(self):
+        """Half-closed with nothing asked (or half a head): closed at once."""
+        for data in (b"", b"GET / HT"):
+            protocol, transport = self.request(data)
+            protocol.readConnectionLost()
+            self.assertFalse(transport.connected)
+            self.assertIsNone(self.h.next("http.request"))
+
+
 class BodyStreamingTests(HTTPTestCase):
     """Large bodies travel as ``http.request.body`` chunks, with backpressure."""
 

@@ -165,6 +165,18 @@ class HandshakeTests(WebSocketTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
         self.assertNotIn(b"sec-websocket-protocol", transport.value().lower())
 
+    def test_server_protocols(self):
+        """
+        With ``websocket_protocols`` (``--websocket-protocol``), the client's
+        first offered one the server speaks is selected when the consumer
+        chose none.
+        """
+        self.h.server.websocket_protocols = ("graphql-ws", "superchat")
+        _, transport, connect = self.handshake(
+            extra=b"Sec-WebSocket-Protocol: chat, superchat, graphql-ws\r\n")
+        self.h.reply(connect, {"accept": True})
+        self.assertIn(b"Sec-WebSocket-Protocol: superchat\r\n", transport.value())
+
     def test_subprotocol_chosen(self):
         """``subprotocol`` in the accept picks one of the offered subprotocols."""
         _, transport, connect = self.handshake(extra=b"Sec-WebSocket-Protocol: chat, superchat\r\n")
