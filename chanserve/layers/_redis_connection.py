@@ -5,6 +5,7 @@ and Lua scripts run by SHA.
 """
 
 import hashlib
+import re
 from collections import deque
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -200,7 +201,8 @@ class RedisClientFactory(protocol.Factory):
 
     _log = Logger()
     protocol = RedisProtocol
-    isLazy = True
+    # Not lazy: txredisapi would log each AUTH/SELECT failure a second time.
+    isLazy = False
     noisy = False
 
     def __init__(self, address, clock=None, timeout=None, on_lost=None, on_made=None):
@@ -223,7 +225,13 @@ class RedisClientFactory(protocol.Factory):
         """Called by the protocol when AUTH or SELECT fails; the caller sees the failure."""
 
     def connectionError(self, message):
-        self._log.error("Redis at {address}: {message}", address=self.address, message=message)
+        """AUTH or SELECT failed (txredisapi calls this): kept for the owner to report once."""
+        self._error = message
+
+    def take_error(self):
+        """The last AUTH/SELECT failure message (then forgotten), or None."""
+        message, self._error = getattr(self, "_error", None), None
+        return message
 
 
 class RedisAddress:
@@ -256,6 +264,8 @@ class RedisAddress:
         if not isinstance(entry, str):
             raise ValueError(f"hosts entries must be URLs or (host, port) tuples, not {entry!r}")
         url = urlsplit(entry)
+        # Errors show the URL without its password.
+        entry = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", entry)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         db = query.get("db")
         password = unquote(url.password) if url.password else None

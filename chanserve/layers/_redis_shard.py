@@ -12,13 +12,14 @@ import struct
 from collections import deque
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.python import failure
 
 from ..exceptions import LayerUnavailable
 from . import _redis_scripts as scripts
-from ._redis_connection import ConnectionError, RedisClientFactory
+from ._redis_connection import ConnectionError, RedisClientFactory, ResponseError
 
 _HEADER = struct.Struct(">dH")
 
@@ -78,6 +79,18 @@ class _Shard:
         self.blocking = set()
         self._settling = {}  # busy blocking protocol -> [Deferred waiting for it to be idle]
         self._watch = None
+        # Connections that connected but failed their set-up (AUTH, SELECT,
+        # TLS, INFO) in a row: ClientService counts them as successes, so
+        # they are added to its count of failed attempts for the backoff.
+        self.setup_failures = 0
+        self.blocking_failures = 0
+        self.client_denied = False
+        self.last_error = None  # why the server is unavailable, for errors and logs
+
+    _backoff = staticmethod(backoffPolicy(initialDelay=0.1, maxDelay=10.0, jitter=_jitter))
+
+    def _retry_delay(self, attempt):
+        return self._backoff(attempt + self.setup_failures)
 
     # -- the command connection ---------------------------------------------
 
@@ -86,9 +99,7 @@ class _Shard:
         self.state = "connecting"
         endpoint = self.address.endpoint(layer.reactor, layer.connect_timeout)
         self.service = ClientService(
-            endpoint, self.factory,
-            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=10.0, jitter=_jitter),
-            clock=layer.reactor)
+            endpoint, self.factory, retryPolicy=self._retry_delay, clock=layer.reactor)
         self.service.startService()
         self.service.whenConnected(failAfterFailures=1).addErrback(self._first_attempt_failed)
 
@@ -116,14 +127,21 @@ class _Shard:
         if f.check(defer.CancelledError) or self.state != "connecting":
             return
         self.state = "down"
+        self.last_error = f.getErrorMessage()
         self._log.warn("Cannot connect to Redis at {address}: {error}; retrying",
-                       address=self.address, error=f.getErrorMessage())
+                       address=self.address, error=self.last_error)
         self._fire_waiters(self._unavailable())
 
     def _made(self, proto):
         """A new command connection (made by ClientService): set it up, then we're up."""
-        proto.on_lost = None
+        proto.on_lost = self._lost_in_setup
         self._setup(proto).addErrback(self._setup_failed, proto)
+
+    def _lost_in_setup(self, proto, why):
+        # The reason (a TLS verification error, a reset...) is what an
+        # operator needs: keep it for the set-up failure's line.
+        if not why.check(ConnectionDone):
+            proto.lost_reason = why.getErrorMessage()
 
     def _setup_failed(self, f, proto):
         # ClientService sees the connection end and tries again later.
@@ -131,9 +149,17 @@ class _Shard:
         # lost while being prepared.)
         if self.state == "stopped":
             return
-        if not f.check(ConnectionError):
-            self._log.error("Setting up the connection to Redis at {address} failed: {error}",
-                            address=self.address, error=f.getErrorMessage())
+        proto.on_lost = None
+        reason = self.factory.take_error() or f.getErrorMessage()
+        lost = getattr(proto, "lost_reason", None)
+        if lost and lost not in reason:
+            reason = f"{reason} ({lost})"
+        self.setup_failures += 1
+        if reason != self.last_error:
+            # One line per new reason, not one per attempt.
+            self._log.warn("Setting up the connection to Redis at {address} failed: {error}; "
+                           "retrying with backoff", address=self.address, error=reason)
+        self.last_error = reason
         if self.state == "connecting":
             self.state = "down"
             self._fire_waiters(self._unavailable())
@@ -142,9 +168,11 @@ class _Shard:
     @defer.inlineCallbacks
     def _setup(self, proto):
         yield proto.whenConnected()
-        loads = [proto.command("SCRIPT", "LOAD", script.source) for script in scripts.ALL]
-        info = yield proto.command("INFO", "server")
-        yield defer.gatherResults(loads, consumeErrors=True)
+        replies = yield defer.gatherResults(
+            [proto.command("INFO", "server")]
+            + [proto.command("SCRIPT", "LOAD", script.source) for script in scripts.ALL],
+            consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+        info = replies[0]
         run_id = None
         for line in info.split(b"\r\n"):
             if line.startswith(b"run_id:"):
@@ -164,7 +192,11 @@ class _Shard:
         if self.run_id is not None:
             self.layer._stats["reconnects"] += 1
             self._log.info("Reconnected to Redis at {address}", address=self.address)
+        elif self.last_error is not None:
+            self._log.info("Connected to Redis at {address}", address=self.address)
         self.run_id = run_id
+        self.setup_failures = 0
+        self.last_error = None
         proto.on_lost = self._lost
         self.protocol = proto
         if self.refused:
@@ -196,7 +228,8 @@ class _Shard:
             self.service.whenConnected(failAfterFailures=1).addErrback(self._first_attempt_failed)
 
     def _unavailable(self):
-        return LayerUnavailable(f"Redis at {self.address} is unavailable")
+        why = f": {self.last_error}" if self.last_error else ""
+        return LayerUnavailable(f"Redis at {self.address} is unavailable{why}")
 
     def _fire_waiters(self, error, everyone=False):
         keep = []
@@ -254,14 +287,51 @@ class _Shard:
         self.blocking.add(proto)
         try:
             yield proto.whenConnected()
-            proto.client_id = yield proto.command("CLIENT", "ID")
+            try:
+                proto.client_id = yield proto.command("CLIENT", "ID")
+            except ResponseError as e:
+                # An ACL user denied CLIENT (common on managed Redis): a
+                # receive cancelled early keeps its connection until its
+                # BLPOP ends (see unblock).
+                proto.client_id = None
+                if not self.client_denied:
+                    self.client_denied = True
+                    self._log.info("Redis at {address} refuses CLIENT ID ({error}): a cancelled "
+                                   "receive keeps its connection until its BLPOP ends "
+                                   "(up to {seconds} s)",
+                                   address=self.address, error=e, seconds=BLOCK_SECONDS)
         except BaseException:
             # Failed or cancelled half-way: don't leave it in the pool.
             self.blocking.discard(proto)
             proto.on_lost = None
             proto.abort()
             raise
+        if self.blocking_failures:
+            self.blocking_failures = 0
+            self._log.info("Blocking connections to Redis at {address} work again",
+                           address=self.address)
         return proto
+
+    def blocking_failed(self, f):
+        """
+        A blocking connection could not be made: the seconds to wait before
+        trying again (0 while the server is not up: receives then wait for
+        its command connection, which has its own backoff).
+
+        Making one can fail while the command connection works: an ACL
+        user denied ``CLIENT``, ``maxclients`` reached. Trying again at once
+        would spin and flood Redis with connections; the first failure of a
+        run is logged with its reason.
+        """
+        if self.state != "up" or f.check(defer.CancelledError):
+            return 0
+        self.blocking_failures += 1
+        if self.blocking_failures == 1:
+            self._log.warn("Cannot open a blocking connection to Redis at {address} for "
+                           "receiving: {error}; retrying with backoff",
+                           address=self.address,
+                           error=self.blocking_factory.take_error() or f.getErrorMessage())
+        return self._backoff(self.blocking_failures)
 
     def _blocking_lost(self, proto, why):
         self.blocking.discard(proto)
@@ -301,8 +371,14 @@ class _Shard:
 
     def unblock(self, proto, tries=3):
         """End ``proto``'s BLPOP early (CLIENT UNBLOCK), or drop the connection."""
-        if self.state != "up" or proto.client_id is None:
+        if self.state != "up":
             proto.abort()
+            return
+        if proto.client_id is None:
+            # No CLIENT UNBLOCK for this user. Dropping the connection could
+            # lose a message Redis pops for it meanwhile; instead its BLPOP
+            # ends by itself within BLOCK_SECONDS, and a message it takes is
+            # put back at the head of its list.
             return
 
         def done(n):
@@ -354,8 +430,20 @@ class _Receive:
             return
         if shard.state == "stopped":
             self._finish(f)
-        else:
+            return
+        delay = shard.blocking_failed(f)
+        if not delay:
             # The server went away while we connected: wait for it again.
+            self._arm(shard)
+            return
+        self.pending[shard] = None
+        d = self.acquiring[shard] = task.deferLater(self.layer.reactor, delay, lambda: None)
+        d.addCallbacks(self._rearm, lambda f: None, (shard,))
+
+    def _rearm(self, _, shard):
+        self.acquiring.pop(shard, None)
+        self.pending.pop(shard, None)
+        if not self.done:
             self._arm(shard)
 
     def _block(self, proto, shard):
