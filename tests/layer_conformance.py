@@ -38,6 +38,13 @@ class LayerConformanceMixin:
         for extension in ("groups", "flush", "statistics"):
             self.assertIn(extension, layer.extensions)
 
+    async def test_receivable_when_working(self):
+        """A working layer says messages to any channel can be received now."""
+        layer = self.make_layer()
+        await layer.send("test.probe", {"n": 1})
+        for name in ("test.probe", "http.request", "chanserve.abc!", "chanserve.abc!def"):
+            self.assertIs(layer.receivable(name), True)
+
     async def test_send_receive(self):
         """A message sent on a channel is received from it, with its content intact."""
         layer = self.make_layer()

@@ -478,6 +478,26 @@ class RedisShardingTests(RedisLayerCase):
             got[channel] = message["i"]
         self.assertEqual(got, {n: i for i, n in enumerate(names)})
 
+    async def test_receivable_follows_its_shard(self):
+        """
+        With one server of two down, ``receivable`` is False for exactly the
+        channels that live there (an interface server whose replies would
+        land there refuses requests), True for the others.
+        """
+        servers = self.private_servers(2)
+        layer = self.layer(hosts=[s.url for s in servers], connect_timeout=1.0)
+        await layer.send("warm.up", {})
+        names = [f"iface.{i}!" for i in range(20)]
+        dead = servers[1]
+        on_dead = [n for n in names if layer._shard(n).address.port == dead.port]
+        self.assertTrue(on_dead and len(on_dead) < len(names))
+        self.assertTrue(all(layer.receivable(n) for n in names))
+        dead.kill()
+        for name in on_dead:
+            with self.assertRaises(LayerUnavailable):
+                await layer.send(name + "x", {})
+        self.assertEqual([n for n in names if not layer.receivable(n)], on_dead)
+
     async def test_process_prefix_on_one_shard(self):
         """All channels of one process prefix live on one server, whatever follows the `!`."""
         layer = self.layer(hosts=self.hosts)

@@ -72,6 +72,13 @@ class IChannelLayer(Interface):
         counted and logged and the others still get it.
         """
 
+    def receivable(channel):
+        """
+        False when messages sent to ``channel`` are known not to be
+        receivable now (the Redis server holding them is down), so a reply
+        expected there would never arrive; True otherwise. Answers at once.
+        """
+
     def flush():
         """Drop every message and group (for tests)."""
 

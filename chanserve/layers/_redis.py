@@ -556,6 +556,10 @@ class RedisChannelLayer(service.Service):
             [self._command(s, lambda proto: scripts.FLUSH(proto, [], [pattern]), "a flush")
              for s in self._shards], consumeErrors=True).addCallback(lambda _: None)
 
+    def receivable(self, channel):
+        """False while the Redis server holding ``channel``'s messages is down."""
+        return self._shard(channel).state not in ("down", "stopped")
+
     def statistics(self):
         """
         Fire with this process's counters and the queue depth of every channel.

@@ -9,6 +9,7 @@ hands the connection to L{chanserve.server._websocket.WebSocketProtocol}.
 from twisted.internet import protocol
 from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..exceptions import ChannelFull, LayerUnavailable
@@ -492,6 +493,10 @@ class HTTPProtocol(protocol.Protocol):
     def _dispatch(self, body, more):
         """Send the ``http.request`` message (with ``body_channel`` when more body follows)."""
         server = self.server
+        if not server.replies_receivable():
+            self._request_not_sent(Failure(LayerUnavailable(
+                f"replies to this server ({server.prefix}) cannot be received now")))
+            return
         message = self._message
         message["body"] = body
         if more:
@@ -515,17 +520,20 @@ class HTTPProtocol(protocol.Protocol):
             return
         self._blocked = False
         self._dispatched = False  # the consumer never saw it: no http.disconnect
+        body = b"Service Unavailable: server overloaded"
         if failure.check(ChannelFull):
-            self._log.warn("http.request is full; answering 503 to {client}", client=self.client)
+            self.server.warn_sometimes("http-full", "http.request is full; answering 503 to {client}",
+                                       client=self.client)
             self.server.count("http_channel_full")
         elif failure.check(LayerUnavailable):
-            self._log.warn("Channel layer unavailable ({error}); answering 503 to {client}",
-                           error=failure.getErrorMessage(), client=self.client)
+            self.server.warn_sometimes(
+                "http-unavailable", "Channel layer unavailable ({error}); answering 503 to {client}",
+                error=failure.getErrorMessage(), client=self.client)
             self.server.count("http_layer_unavailable")
+            body = b"Service Unavailable: channel layer unavailable"
         else:
             self._log.failure("Could not send http.request", failure)
-        self._fail(503, "channel layer refused the request",
-                   body=b"Service Unavailable: server overloaded")
+        self._fail(503, "channel layer refused the request", body=body)
 
     def _send_body(self, message):
         self._blocked = True

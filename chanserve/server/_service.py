@@ -68,6 +68,8 @@ class InterfaceServer(service.Service):
                  websocket_protocols=()):
         self.layer = layer
         self.reactor = reactor
+        self._receivable = getattr(layer, "receivable", None)  # layers predating it lack it
+        self._warned = {}
         self.endpoints = list(endpoints)
         self.access_log_path = access_log
         self.access_log = None
@@ -199,6 +201,36 @@ class InterfaceServer(service.Service):
 
     def count(self, name):
         self.statistics[name] = self.statistics.get(name, 0) + 1
+
+    #: Seconds between two warnings of one kind (see ``warn_sometimes``).
+    warning_interval = 10.0
+
+    def warn_sometimes(self, kind, format, **kwargs):
+        """
+        Log a warning of ``kind`` at most once every ``warning_interval``
+        seconds; the next one says how many were left out meanwhile. For
+        what repeats per request while the layer is full or down.
+        """
+        now = self.reactor.seconds()
+        last, skipped = self._warned.get(kind, (None, 0))
+        if last is not None and now - last < self.warning_interval:
+            self._warned[kind] = (last, skipped + 1)
+            return
+        self._warned[kind] = (now, 0)
+        if skipped:
+            format += " ({skipped} more like it in the last {interval:.0f} s)"
+            kwargs.update(skipped=skipped, interval=now - last)
+        self._log.warn(format, **kwargs)
+
+    def replies_receivable(self):
+        """
+        Whether replies to this server can arrive now. With sharded Redis
+        its reply channels live on one server; while that one is down,
+        requests are refused at once (503) instead of being run by a worker
+        whose answer could never come back.
+        """
+        receivable = self._receivable
+        return receivable is None or receivable(self.prefix)
 
     def send_quietly(self, channel, message):
         """Send a notification (``http.disconnect``...) whose loss only matters to the log."""

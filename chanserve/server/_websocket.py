@@ -11,6 +11,7 @@ from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflat
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..exceptions import ChannelFull, LayerUnavailable
 from ._flow import OutputGate
@@ -165,6 +166,10 @@ class WebSocketProtocol(WebSocketServerProtocol):
             "order": 0,
         }
         self._handshake = defer.Deferred()
+        if not server.replies_receivable():
+            self._connect_not_sent(Failure(LayerUnavailable(
+                f"replies to this server ({server.prefix}) cannot be received now")))
+            return self._handshake
         server.register(self.reply_channel, self)
         if server.websocket_connect_timeout:
             self._connect_timer = server.reactor.callLater(
@@ -177,12 +182,13 @@ class WebSocketProtocol(WebSocketServerProtocol):
     def _connect_not_sent(self, failure):
         self._connect_sent = False
         if failure.check(ChannelFull):
-            self._log.warn("websocket.connect is full; refusing {client} with 503",
-                           client=self._client)
+            self.server.warn_sometimes("ws-full", "websocket.connect is full; refusing {client} "
+                                       "with 503", client=self._client)
             self.server.count("websocket_channel_full")
         elif failure.check(LayerUnavailable):
-            self._log.warn("Channel layer unavailable ({error}); refusing {client} with 503",
-                           error=failure.getErrorMessage(), client=self._client)
+            self.server.warn_sometimes(
+                "ws-unavailable", "Channel layer unavailable ({error}); refusing {client} with 503",
+                error=failure.getErrorMessage(), client=self._client)
             self.server.count("websocket_layer_unavailable")
         else:
             self._log.failure("Could not send websocket.connect", failure)
@@ -330,12 +336,14 @@ class WebSocketProtocol(WebSocketServerProtocol):
 
     def _receive_not_sent(self, failure):
         if failure.check(ChannelFull):
-            self._log.warn("websocket.receive is full; closing {path!r} with 1013", path=self.path)
+            self.server.warn_sometimes("receive-full", "websocket.receive is full; closing "
+                                       "{path!r} with 1013", path=self.path)
             self.server.count("websocket_channel_full")
             self.close(1013)
         elif failure.check(LayerUnavailable):
-            self._log.warn("Channel layer unavailable ({error}); closing {path!r} with 1011",
-                           error=failure.getErrorMessage(), path=self.path)
+            self.server.warn_sometimes(
+                "receive-unavailable", "Channel layer unavailable ({error}); closing {path!r} "
+                "with 1011", error=failure.getErrorMessage(), path=self.path)
             self.server.count("websocket_layer_unavailable")
             self.close(1011)
         else:

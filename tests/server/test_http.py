@@ -257,6 +257,22 @@ class ResponseTests(HTTPTestCase):
         self.assertIsNone(self.h.next("http.disconnect"))
 
 
+class RepliesUnreceivableTests(HTTPTestCase):
+    """While the layer says this server's replies can't arrive, requests get 503 at once."""
+
+    def test_http_503_at_once(self):
+        """No ``http.request`` is sent (no worker runs a view for nothing); 503 now."""
+        down = self.patch(self.h.server, "_receivable",
+                          lambda channel: not channel.startswith(self.h.server.prefix))
+        _, transport = self.request()
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "), transport.value())
+        self.assertIn(b"channel layer unavailable", transport.value())
+        self.assertIsNone(self.h.next("http.request"))
+        self.assertEqual(self.h.server.statistics["http_layer_unavailable"], 1)
+        down.restore()
+        self.assertServed()
+
+
 class HalfCloseTests(HTTPTestCase):
     """A client that shuts down its sending side (``nc -N``) after its request."""
 

@@ -153,6 +153,14 @@ class HandshakeTests(WebSocketTestCase):
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(len(self.h.next("websocket.receive")["bytes"]), 70000)
 
+    def test_replies_unreceivable_503(self):
+        """A handshake while this server's replies can't arrive: 503 at once, no connect sent."""
+        self.patch(self.h.server, "_receivable", lambda channel: False)
+        protocol, transport = self.h.connect()
+        protocol.dataReceived(upgrade_request())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "), transport.value())
+        self.assertIsNone(self.h.next("websocket.connect"))
+
     def test_subprotocol_default(self):
         """
         Without a choice by the consumer no subprotocol is selected (as
