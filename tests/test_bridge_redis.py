@@ -50,6 +50,18 @@ print("saved", flush=True)
 """
 
 
+# A cron job whose group send finds a member full: the drop must be visible.
+FULL_MEMBER_SCRIPT = """
+import django
+django.setup()
+from chanserve import Channel, Group
+Group("cron.full.group").add("cron.full.member")
+for i in range(101):
+    Group("cron.full.group").send({"i": i})
+print("sent", flush=True)
+"""
+
+
 class RedisBridgeTests(unittest.TestCase):
     """Channel and Group over the Redis layer from threads and from processes without a reactor."""
 
@@ -92,6 +104,16 @@ class RedisBridgeTests(unittest.TestCase):
         self.assertEqual((code, out), (0, b"saved\n"), err.decode())
         self.assertEqual(await self.layer.receive(["signals.users"]),
                          ("signals.users", {"created": True, "username": "alice"}))
+
+    async def test_cron_process_drops_logged(self):
+        """
+        A drop in a process with no reactor (a group member full) is logged
+        to standard error through Python's logging, not lost with the process.
+        """
+        out, err, code = await self.run_script(FULL_MEMBER_SCRIPT)
+        self.assertEqual((code, out), (0, b"sent\n"), err.decode())
+        self.assertIn(b"cron.full.member", err)
+        self.assertIn(b"full", err)
 
     async def test_cron_process_redis_down(self):
         """With Redis down, the cron process's send raises LayerUnavailable instead of hanging."""

@@ -258,6 +258,20 @@ class RedisLayerTests(RedisLayerCase):
         self.assertEqual(stats["messages_expired"], 2)
         self.assertEqual(stats["messages_dropped"], 2)
 
+    async def test_lists_outlive_expiry(self):
+        """
+        A channel's list (and a process prefix's counts) lives 2 x expiry +
+        60 s after its last send, well past its messages' expiry, so a
+        reader that comes back late still finds expired messages and counts
+        them instead of Redis deleting them unseen.
+        """
+        layer = self.layer(expiry=2)
+        await layer.send("late.reader", {})
+        await layer.send("late.p!x", {})
+        for key in ("c:late.reader", "c:late.p!", "n:late.p!"):
+            ttl = self.server.command("TTL", f"{layer.prefix}:{key}")
+            self.assertTrue(60 < ttl <= 64, (key, ttl))
+
     async def test_unread_members_leave_group(self):
         """Members whose group messages expire unread leave the group at its next send."""
         clock = task.Clock()

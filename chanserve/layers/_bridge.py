@@ -40,6 +40,19 @@ def blocking_call(reactor, function, *args):
     return result
 
 
+def _log_to_stdlib():
+    """
+    In a process where nothing collects Twisted's log (no ``twistd``), send
+    it to Python's ``logging`` (logger ``chanserve``), so that what the layer
+    reports (a dropped message, Redis unreachable) reaches Django's
+    ``LOGGING``, or standard error for warnings when nothing is configured.
+    """
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+    if getattr(globalLogBeginner, "_temporaryObserver", None) is not None:
+        globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="chanserve")],
+                                         redirectStandardIO=False)
+
+
 def ensure_reactor_thread(reactor):
     """
     Run ``reactor`` in a daemon thread if nothing runs it yet.
@@ -52,6 +65,7 @@ def ensure_reactor_thread(reactor):
     with _reactor_thread_lock:
         if getattr(reactor, "running", False) or reactor in _reactor_threads:
             return
+        _log_to_stdlib()
         started = threading.Event()
         reactor.callWhenRunning(started.set)
         thread = threading.Thread(

@@ -36,6 +36,10 @@ from ._validation import (
     validate_group_name,
 )
 
+#: Seconds a channel's list outlives twice the expiry of its messages.
+LIST_TTL_MARGIN = 60
+
+
 @implementer(IChannelLayer)
 class RedisChannelLayer(service.Service):
     """
@@ -89,7 +93,11 @@ class RedisChannelLayer(service.Service):
         self.command_timeout = command_timeout
         self.capacity = CapacityRules(capacity, channel_capacity)
         self._uniform_capacity = not channel_capacity
-        self._ttl = int(math.ceil(expiry)) + 1
+        # Lists outlive their messages' expiry by a margin: a reader (or
+        # sender) that comes back within it finds the expired messages and
+        # counts them; only a list nobody touches for that long goes
+        # uncounted (Redis deletes it).
+        self._ttl = 2 * int(math.ceil(expiry)) + LIST_TTL_MARGIN
         self._group_ttl = int(math.ceil(group_expiry)) + 1
         self._crypter = _crypter(symmetric_encryption_keys)
         self._shards = [_Shard(self, i, address) for i, address in enumerate(self.hosts)]

@@ -233,10 +233,18 @@ class InterfaceServer(service.Service):
         return receivable is None or receivable(self.prefix)
 
     def send_quietly(self, channel, message):
-        """Send a notification (``http.disconnect``...) whose loss only matters to the log."""
+        """
+        Send a notification (``websocket.disconnect``, ``http.disconnect``, an
+        acknowledgement) that nobody waits for; one that can't be sent is
+        counted in ``notifications_dropped`` and logged (at most every few
+        seconds per kind): a lost ``websocket.disconnect`` leaves its
+        socket in its groups until they notice.
+        """
         def failed(failure):
-            self._log.debug("Could not send {channel}: {error}", channel=channel,
-                            error=failure.getErrorMessage())
+            self.count("notifications_dropped")
+            name = channel.partition("?")[0].partition("!")[0]
+            self.warn_sometimes("dropped:" + name, "Could not send {name}: {error}",
+                                name=name, error=failure.getErrorMessage())
         self.layer.send(channel, message).addErrback(failed)
 
     def date_header(self):

@@ -420,3 +420,24 @@ class ProxyTests(WebSocketTestCase):
         _, _, connect = self.handshake(
             extra=b"X-Forwarded-For: 5.6.7.8\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n")
         self.assertEqual((connect["client"], connect["scheme"]), (["5.6.7.8", 443], "wss"))
+
+
+class NotificationDropTests(WebSocketTestCase):
+    """A notification nobody waits for that can't be sent is counted and logged, not lost quietly."""
+
+    layer_options = {"channel_capacity": {"websocket.disconnect": 1}}
+
+    def test_disconnect_full(self):
+        """``websocket.disconnect`` refused (ChannelFull): ``notifications_dropped``, one warning."""
+        from twisted.logger import globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.h.layer.send("websocket.disconnect", {"earlier": True})
+        for _ in range(2):
+            protocol, transport, _ = self.open()
+            transport.loseConnection()
+        self.assertEqual(self.h.server.statistics["notifications_dropped"], 2)
+        warnings = [e for e in events if "Could not send" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["name"], "websocket.disconnect")
