@@ -10,6 +10,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .._occasional import OccasionalWarnings
 from ..exceptions import ChannelFull
 from ._interfaces import IChannelLayer
 from ._validation import (
@@ -94,6 +95,7 @@ class InMemoryChannelLayer(service.Service):
         self.expiry = expiry
         self.group_expiry = group_expiry
         self.capacity = CapacityRules(capacity, channel_capacity)
+        self._warnings = OccasionalWarnings(self._log, reactor)
         # key (channel name, or "abc!" for process-specific) -> deque of
         # [expires_at, channel, message]
         self._queues = {}
@@ -188,9 +190,9 @@ class InMemoryChannelLayer(service.Service):
             except ChannelFull:
                 self._stats["group_members_full"] += 1
                 self._stats["messages_dropped"] += 1
-                self._log.warn(
-                    "Group {group!r}: member {channel!r} is full; it misses this message",
-                    group=group, channel=channel)
+                self._warnings.warn(
+                    "group-full", "Group {group!r}: member {channel!r} is full; it misses "
+                    "this message", group=group, channel=channel)
         return defer.succeed(None)
 
     # -- receiving -----------------------------------------------------------
@@ -340,8 +342,8 @@ class InMemoryChannelLayer(service.Service):
         for channel, count in expired.items():
             self._stats["messages_expired"] += count
             self._stats["messages_dropped"] += count
-            self._log.warn("{count} unread message(s) on {channel!r} expired",
-                           count=count, channel=channel)
+            self._warnings.warn("expired", "{count} unread message(s) on {channel!r} expired",
+                                count=count, channel=channel)
             # ASGI: a channel whose messages expire unread leaves its groups.
             for group in list(self._memberships.get(channel, ())):
                 self._remove_member(group, channel)

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python import failure
 from zope.interface import implementer
 
+from .._occasional import OccasionalWarnings
 from ..exceptions import ChannelFull, LayerUnavailable
 from . import _redis_scripts as scripts
 from ._inmemory import CapacityRules
@@ -71,6 +72,7 @@ class RedisChannelLayer(service.Service):
             from twisted.internet import reactor
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
+        self._warnings = OccasionalWarnings(self._log, self.clock)
         if hosts is None:
             hosts = ["redis://localhost:6379/0"]
         elif isinstance(hosts, (str, tuple)):
@@ -209,8 +211,8 @@ class RedisChannelLayer(service.Service):
     def _expired(self, channel, count):
         self._stats["messages_expired"] += count
         self._stats["messages_dropped"] += count
-        self._log.warn("{count} unread message(s) on {channel!r} expired",
-                       count=count, channel=channel)
+        self._warnings.warn("expired", "{count} unread message(s) on {channel!r} expired",
+                            count=count, channel=channel)
 
     def _undecodable(self, channel, why):
         self._stats["messages_undecodable"] += 1
@@ -394,7 +396,8 @@ class RedisChannelLayer(service.Service):
             self._stats["group_members_full"] += len(full)
             self._stats["messages_dropped"] += len(full)
             names = [n.decode("ascii") for n in full]
-            self._log.warn(
+            self._warnings.warn(
+                "group-full",
                 "Group {group!r}: {count} member(s) full, they miss this message: {members}",
                 group=group, count=len(names),
                 members=", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))

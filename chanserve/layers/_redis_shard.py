@@ -118,8 +118,10 @@ class _Shard:
         self.blocking.clear()
         self.idle = []
         if self.service is not None:
-            ds.append(self.service.stopService())
-            self.service = None
+            # Not from inside one of ClientService's own transitions (this can
+            # run in a callback of a failed connection attempt): next turn.
+            service, self.service = self.service, None
+            ds.append(task.deferLater(self.layer.reactor, 0, service.stopService))
         self.protocol = None
         return defer.DeferredList(ds, consumeErrors=True)
 

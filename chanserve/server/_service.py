@@ -8,6 +8,7 @@ from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .._occasional import OccasionalWarnings
 from ._accesslog import AccessLog
 from ._flow import ACK_CLOSED
 from ._http import HTTPProtocol
@@ -69,7 +70,7 @@ class InterfaceServer(service.Service):
         self.layer = layer
         self.reactor = reactor
         self._receivable = getattr(layer, "receivable", None)  # layers predating it lack it
-        self._warned = {}
+        self._warnings = OccasionalWarnings(self._log, reactor)
         self.endpoints = list(endpoints)
         self.access_log_path = access_log
         self.access_log = None
@@ -202,25 +203,13 @@ class InterfaceServer(service.Service):
     def count(self, name):
         self.statistics[name] = self.statistics.get(name, 0) + 1
 
-    #: Seconds between two warnings of one kind (see ``warn_sometimes``).
-    warning_interval = 10.0
-
     def warn_sometimes(self, kind, format, **kwargs):
         """
-        Log a warning of ``kind`` at most once every ``warning_interval``
-        seconds; the next one says how many were left out meanwhile. For
-        what repeats per request while the layer is full or down.
+        Log a warning of ``kind`` at most once every 10 seconds, with a
+        count of those left out (``OccasionalWarnings``): for what repeats
+        per request while the layer is full or down.
         """
-        now = self.reactor.seconds()
-        last, skipped = self._warned.get(kind, (None, 0))
-        if last is not None and now - last < self.warning_interval:
-            self._warned[kind] = (last, skipped + 1)
-            return
-        self._warned[kind] = (now, 0)
-        if skipped:
-            format += " ({skipped} more like it in the last {interval:.0f} s)"
-            kwargs.update(skipped=skipped, interval=now - last)
-        self._log.warn(format, **kwargs)
+        self._warnings.warn(kind, format, **kwargs)
 
     def replies_receivable(self):
         """
