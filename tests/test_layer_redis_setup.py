@@ -15,7 +15,7 @@ from chanserve.layers import RedisChannelLayer
 from chanserve.layers._redis_connection import RedisAddress
 
 from .redis_server import RedisServer
-from .test_layer_redis import RedisLayerCase
+from .test_layer_redis import RedisLayerCase, until
 
 
 class LogCapture:
@@ -130,6 +130,25 @@ class RedisSetupFailureTests(RedisLayerCase):
         self.assertIn("certificate verify failed", str(caught.exception))
         self.assertIn("certificate verify failed",
                       " ".join(logs.warnings("Redis at rediss://localhost")))
+
+
+    async def test_stop_during_tls_handshake(self):
+        """
+        rediss:// to a plain-text port: the TLS handshake never completes;
+        stopping the layer then does not wait for the command watchdog.
+        """
+        [server] = self.private_servers()
+        layer = RedisChannelLayer(hosts=[f"rediss://127.0.0.1:{server.port}/0"],
+                                  reactor=reactor, command_timeout=30.0)
+        layer.startService()
+        def connected():  # the layer's connection, besides the one asking
+            info = server.command("INFO", "clients").decode()
+            return int(info.split("connected_clients:")[1].split()[0]) >= 2
+        await until(connected)
+        started = reactor.seconds()
+        await layer.stopService()
+        # Not the 30 s of the command watchdog.
+        self.assertLess(reactor.seconds() - started, 3.0)
 
 
 class RedisAddressTests(unittest.SynchronousTestCase):

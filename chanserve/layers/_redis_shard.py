@@ -79,6 +79,7 @@ class _Shard:
         self.blocking = set()
         self._settling = {}  # busy blocking protocol -> [Deferred waiting for it to be idle]
         self._watch = None
+        self._in_setup = set()  # command connections made, not yet set up
         # Connections that connected but failed their set-up (AUTH, SELECT,
         # TLS, INFO) in a row: ClientService counts them as successes, so
         # they are added to its count of failed attempts for the backoff.
@@ -117,6 +118,11 @@ class _Shard:
             proto.abort()
         self.blocking.clear()
         self.idle = []
+        for proto in list(self._in_setup):
+            # Not a clean close: a TLS handshake the server never answers
+            # (rediss:// to a plain port) would hold the stop until the watchdog.
+            proto.abort()
+        self._in_setup.clear()
         if self.service is not None:
             # Not from inside one of ClientService's own transitions (this can
             # run in a callback of a failed connection attempt): next turn.
@@ -137,7 +143,14 @@ class _Shard:
     def _made(self, proto):
         """A new command connection (made by ClientService): set it up, then we're up."""
         proto.on_lost = self._lost_in_setup
-        self._setup(proto).addErrback(self._setup_failed, proto)
+        self._in_setup.add(proto)
+        d = self._setup(proto)
+        d.addBoth(self._setup_ended, proto)
+        d.addErrback(self._setup_failed, proto)
+
+    def _setup_ended(self, result, proto):
+        self._in_setup.discard(proto)
+        return result
 
     def _lost_in_setup(self, proto, why):
         # The reason (a TLS verification error, a reset...) is what an
