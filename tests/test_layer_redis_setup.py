@@ -41,7 +41,9 @@ async def connections_received_by(layer):
     """The same count, asked on the layer's own command connection (when no other fits)."""
     proto = await layer._shards[0].command_protocol(fail_fast=False)
     info = (await proto.command("INFO", "stats")).decode()
-    return int(info.split("total_connections_received:")[1].split()[0])
+    # Connections refused at maxclients are counted apart.
+    return sum(int(info.split(f"{key}:")[1].split()[0])
+               for key in ("total_connections_received", "rejected_connections"))
 
 
 class RedisSetupFailureTests(RedisLayerCase):
@@ -49,20 +51,47 @@ class RedisSetupFailureTests(RedisLayerCase):
 
     async def test_acl_user_without_client_command(self):
         """
-        An ACL user denied ``CLIENT`` (as managed Redis often sets up) can
-        still send and receive; a cancelled blocked receive loses nothing.
+        An ACL user denied ``CLIENT``: receiving can't work safely (a receive
+        ending elsewhere could not end its BLPOP), so the layer says which
+        permissions to grant, once, and retries with backoff instead of spinning.
         """
         [server] = self.private_servers()
         server.command("ACL", "SETUSER", "app", "on", ">apppw", "~*", "&*", "+@all", "-client")
+        logs = LogCapture(self)
         layer = self.layer(hosts=[f"redis://app:apppw@127.0.0.1:{server.port}/0"])
         await layer.send("acl.test", {"n": 1})
+        before = connections_received(server)
+        receiving = layer.receive(["acl.test"])
+        await task.deferLater(reactor, 1.0, lambda: None)
+        self.assertNoResult(receiving)
+        self.assertLess(connections_received(server) - before, 10)
+        receiving.cancel()
+        self.assertFailure(receiving, defer.CancelledError)
+        errors = [e for e in logs.events if "refuses CLIENT" in e.get("log_format", "")]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("+client|id +client|unblock", errors[0]["log_format"])
+        # Granted: the same layer receives (the message is still there).
+        server.command("ACL", "SETUSER", "app", "+client|id", "+client|unblock")
         self.assertEqual(await layer.receive(["acl.test"]), ("acl.test", {"n": 1}))
-        blocked = layer.receive(["acl.other"])
-        await task.deferLater(reactor, 0.05, lambda: None)
-        blocked.cancel()
-        self.assertFailure(blocked, defer.CancelledError)
-        await layer.send("acl.other", {"n": 2})
-        self.assertEqual(await layer.receive(["acl.other"]), ("acl.other", {"n": 2}))
+
+    async def test_maxclients_without_database_number(self):
+        """
+        ``maxclients`` reached with a host given without a database (no
+        SELECT, so Redis's refusal arrives as the reply to CLIENT ID): still
+        backoff, not a spin.
+        """
+        [server] = self.private_servers()
+        layer = self.layer(hosts=[("127.0.0.1", server.port)])
+        command = (await layer._shards[0].command_protocol(fail_fast=False)).command
+        await command("CONFIG", "SET", "maxclients", "1")
+        before = await connections_received_by(layer)
+        receiving = layer.receive(["full.nodb"])
+        await task.deferLater(reactor, 1.0, lambda: None)
+        self.assertNoResult(receiving)
+        self.assertLess(await connections_received_by(layer) - before, 8)
+        await command("CONFIG", "SET", "maxclients", "100")
+        await layer.send("full.nodb", {"n": 1})
+        self.assertEqual(await receiving, ("full.nodb", {"n": 1}))
 
     async def test_blocking_connections_back_off(self):
         """

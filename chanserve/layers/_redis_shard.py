@@ -305,16 +305,17 @@ class _Shard:
             try:
                 proto.client_id = yield proto.command("CLIENT", "ID")
             except ResponseError as e:
-                # An ACL user denied CLIENT (common on managed Redis): a
-                # receive cancelled early keeps its connection until its
-                # BLPOP ends (see unblock).
-                proto.client_id = None
-                if not self.client_denied:
+                if str(e).startswith(("NOPERM", "ERR unknown command")) and not self.client_denied:
+                    # Without CLIENT UNBLOCK a receive that ends elsewhere
+                    # would leave its BLPOP behind (connections pile up, a
+                    # message it takes goes back out of order): refuse.
                     self.client_denied = True
-                    self._log.info("Redis at {address} refuses CLIENT ID ({error}): a cancelled "
-                                   "receive keeps its connection until its BLPOP ends "
-                                   "(up to {seconds} s)",
-                                   address=self.address, error=e, seconds=BLOCK_SECONDS)
+                    self._log.error(
+                        "Redis at {address} refuses CLIENT ({error}); the channel layer "
+                        "needs CLIENT ID and CLIENT UNBLOCK to receive: grant them to its "
+                        "user (ACL SETUSER <user> +client|id +client|unblock)",
+                        address=self.address, error=e)
+                raise
         except BaseException:
             # Failed or cancelled half-way: don't leave it in the pool.
             self.blocking.discard(proto)
@@ -386,14 +387,8 @@ class _Shard:
 
     def unblock(self, proto, tries=3):
         """End ``proto``'s BLPOP early (CLIENT UNBLOCK), or drop the connection."""
-        if self.state != "up":
+        if self.state != "up" or proto.client_id is None:
             proto.abort()
-            return
-        if proto.client_id is None:
-            # No CLIENT UNBLOCK for this user. Dropping the connection could
-            # lose a message Redis pops for it meanwhile; instead its BLPOP
-            # ends by itself within BLOCK_SECONDS, and a message it takes is
-            # put back at the head of its list.
             return
 
         def done(n):
@@ -560,7 +555,10 @@ class _Receive:
         if self.done:
             return
         if f.check(ConnectionError, LayerUnavailable, defer.CancelledError):
-            self._arm(shard)
+            # A connection that keeps failing while the server is up (it
+            # accepts, then closes) is tried again with backoff, like one
+            # that can't be made.
+            self._no_connection(f, shard)
         else:
             proto.abort()
             self._finish(f)
