@@ -58,6 +58,8 @@ from chanserve import Channel, Group
 Group("cron.full.group").add("cron.full.member")
 for i in range(101):
     Group("cron.full.group").send({"i": i})
+import warnings
+warnings.warn("still Python's own")
 print("sent", flush=True)
 """
 
@@ -114,6 +116,9 @@ class RedisBridgeTests(unittest.TestCase):
         self.assertEqual((code, out), (0, b"sent\n"), err.decode())
         self.assertIn(b"cron.full.member", err)
         self.assertIn(b"full", err)
+        # Python's warnings keep their own output (not rerouted through Twisted).
+        self.assertIn(b"UserWarning: still Python's own", err)
+        self.assertNotIn(b"builtins.UserWarning", err)
 
     async def test_cron_process_redis_down(self):
         """With Redis down, the cron process's send raises LayerUnavailable instead of hanging."""

@@ -185,9 +185,10 @@ class RedisAddressTests(unittest.SynchronousTestCase):
 
     def test_password_hidden(self):
         """A bad port or database in a URL with a password: the message hides the password."""
-        for entry in ("redis://:topsecret@127.0.0.1:abc/0", "redis://user:topsecret@h/x"):
+        for entry in ("redis://:topsecret@127.0.0.1:abc/0", "redis://user:topsecret@h/x",
+                      "redis://u:top@secret@h:99999/0"):
             e = self.assertRaises(ValueError, RedisAddress.parse, entry)
-            self.assertNotIn("topsecret", str(e))
+            self.assertNotIn("topsecret", str(e).replace("@", ""))
             self.assertIn("***", str(e))
 
     def test_str_hides_password(self):

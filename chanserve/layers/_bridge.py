@@ -47,10 +47,15 @@ def _log_to_stdlib():
     reports (a dropped message, Redis unreachable) reaches Django's
     ``LOGGING``, or standard error for warnings when nothing is configured.
     """
+    import warnings
+
     from twisted.logger import STDLibLogObserver, globalLogBeginner
     if getattr(globalLogBeginner, "_temporaryObserver", None) is not None:
+        # beginLoggingTo takes over warnings.showwarning too: not ours to change.
+        showwarning = warnings.showwarning
         globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="chanserve")],
                                          redirectStandardIO=False)
+        warnings.showwarning = showwarning
 
 
 def ensure_reactor_thread(reactor):

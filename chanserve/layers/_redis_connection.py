@@ -5,7 +5,6 @@ and Lua scripts run by SHA.
 """
 
 import hashlib
-import re
 from collections import deque
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -264,8 +263,10 @@ class RedisAddress:
         if not isinstance(entry, str):
             raise ValueError(f"hosts entries must be URLs or (host, port) tuples, not {entry!r}")
         url = urlsplit(entry)
-        # Errors show the URL without its password.
-        entry = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", entry)
+        if url.password:
+            # Errors show the URL without its password (userinfo ends at the last "@").
+            userinfo, _, hostport = url.netloc.rpartition("@")
+            entry = entry.replace(url.netloc, userinfo.split(":", 1)[0] + ":***@" + hostport, 1)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         db = query.get("db")
         password = unquote(url.password) if url.password else None

@@ -192,14 +192,25 @@ class HTTPProtocol(protocol.Protocol):
         """
         The client closed its sending side (``shutdown(SHUT_WR)``, ``nc -N``).
 
-        A request read completely is still answered (and those pipelined
-        behind it); then the connection closes. Anything else can never
-        complete: close now.
+        What it sent is still served: a request read completely is answered
+        (and those pipelined behind it), a body still being handed to the
+        layer goes on. Once the input left can't make another request, the
+        connection closes.
         """
         self._read_closed = True
-        waiting_to_read_on = self._state == _HEAD and self._blocked  # pipelined, see _finish_response
-        if self._state != _RESPONDING and not waiting_to_read_on:
+        if self._state == _UPGRADED:
             self.transport.loseConnection()
+        elif not self._processing:
+            self._end_if_input_exhausted()
+
+    def _end_if_input_exhausted(self):
+        """After a half-close: close unless a response or buffered input is still to be served."""
+        if self._state in (_CLOSED, _RESPONDING, _UPGRADED) or self._blocked:
+            return  # the end of the response, or of the layer send, comes back here
+        # What is buffered is not a whole request (else _process took it),
+        # and nothing more will come.
+        self._cancel_timers()
+        self.transport.loseConnection()
 
     def writeConnectionLost(self):
         """We never half-close our side."""
@@ -366,7 +377,10 @@ class HTTPProtocol(protocol.Protocol):
             self._fail(e.status, e.reason)
         finally:
             self._processing = False
-            self._flow()
+            if self._read_closed:
+                self._end_if_input_exhausted()
+            else:
+                self._flow()
 
     def _head_step(self):
         """Parse a complete head from the buffer; False when more bytes are needed."""
@@ -708,13 +722,16 @@ class HTTPProtocol(protocol.Protocol):
         self._response_done = True
         self._access_log(self._status)
         self.server.unregister(self._reply_channel)
-        if not self._keep_alive or self.server.stopping or (self._read_closed and not self._buf):
+        if not self._keep_alive or self.server.stopping:
             self._state = _CLOSED
             self._cancel_timers()
             self.transport.loseConnection()
             return
         self._reset_request()
         self._state = _HEAD
+        if self._buf and not self._buf.strip(b"\r\n"):
+            # Only the CRLF some clients send after a body: nothing is coming.
+            self._buf.clear()
         if self._buf:
             output = self._output
             if output is not None and output.paused:

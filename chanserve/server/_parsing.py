@@ -11,8 +11,8 @@ _FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 _OTHER_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
-# The authority of an absolute-form target, without userinfo.
-_AUTHORITY = re.compile(rb"(?:[^/?@]*@)?([^/?@]*)")
+# The authority of an absolute-form target (userinfo@host:port).
+_AUTHORITY = re.compile(rb"[^/?]*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;.*)?")
 _STATUS_LINES = {}
 _SPECIAL = frozenset([b"content-length", b"transfer-encoding", b"host", b"connection",
@@ -142,9 +142,9 @@ def parse_head(head):
         # absolute-form: the authority ends at the first "/" or "?" (RFC 3986
         # 3.2) and replaces Host (RFC 9112 3.2.2).
         authority = _AUTHORITY.match(target, target.index(b"//") + 2)
-        host = authority.group(1)
-        if not host:
-            raise HTTPError(400, "absolute-form target without a host")
+        userinfo, _, host = authority.group().rpartition(b"@")
+        if not host or b"@" in userinfo:
+            raise HTTPError(400, "malformed authority in an absolute-form target")
         rest = target[authority.end():]
         path_bytes, _, query = (rest if rest[:1] == b"/" else b"/" + rest).partition(b"?")
         headers = [field for field in headers if field[0] != b"host"]

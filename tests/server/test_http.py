@@ -200,6 +200,18 @@ class ResponseTests(HTTPTestCase):
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
         self.assertTrue(transport.value().endswith(b"two"))
 
+    def test_crlf_after_body_is_not_a_request(self):
+        """
+        The CRLF some clients send after a POST body is not the start of a
+        request: the keep-alive connection idles, no 408 later.
+        """
+        protocol, transport = self.request(
+            b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab\r\n")
+        self.h.reply(self.h.next("http.request"), OK)
+        self.h.reactor.advance(12)  # past the header timeout, before the idle one
+        self.assertNotIn(b"408", transport.value())
+        self.assertTrue(transport.connected)
+
     def test_pipelined_flood_paused(self):
         """Pipelined input beyond the buffer bound pauses reading until it is worked off."""
         n = self.h.server.max_buffer // len(GET) + 1
@@ -308,6 +320,20 @@ class HalfCloseTests(HTTPTestCase):
         self.assertEqual(self.h.next(request["body_channel"]),
                          {"content": b"", "more_content": False, "closed": True})
         self.assertEqual(self.h.next("http.disconnect")["reply_channel"], request["reply_channel"])
+
+    def test_leftover_bytes_close_after_response(self):
+        """
+        Bytes after the request that make no request (a stray CRLF, half a
+        head): the response is written, then the connection closes at once
+        (no 408 seconds later).
+        """
+        for leftover in (b"\r\n", b"GET /next HT"):
+            protocol, transport = self.request(GET + leftover)
+            protocol.readConnectionLost()
+            self.h.reply(self.h.next("http.request"), OK)
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK"))
+            self.assertFalse(transport.connected)
+            self.assertNotIn(b"408", transport.value())
 
     def test_idle_closes(self):
         """Half-closed with nothing asked (or half a head): closed at once."""
@@ -458,6 +484,11 @@ class MalformedRequestTests(HTTPTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
         self.assertFalse(transport.connected)
         self.assertServed()
+
+    def test_ambiguous_authority(self):
+        """Two "@" in an absolute-form authority (which host is meant?): 400."""
+        self.assertRefused(b"GET http://u@evil.example@good.example/hello/ HTTP/1.1\r\n"
+                           b"Host: good.example\r\n\r\n", 400)
 
     def test_signed_length(self):
         """A Content-Length with a sign: 400."""
@@ -768,3 +799,29 @@ class AsyncLayerTests(HTTPTestCase):
         self.layer.ack_all()
         self.h.reply(second, OK)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+
+    def test_half_close_while_body_is_sent(self):
+        """
+        A client half-closing after its whole body, while a body chunk is
+        still on its way to the layer (Redis): the rest is handed over and
+        the request answered, not dropped as incomplete.
+        """
+        self.h.server.body_chunk_size = 4
+        protocol, transport = self.request(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\nabcdefghijkl")
+        protocol.readConnectionLost()
+        self.assertTrue(transport.connected)
+        for _ in range(4):
+            self.layer.ack_all()
+        request = self.h.next("http.request")
+        body = request["body"]
+        while True:
+            chunk = self.h.next(request["body_channel"])
+            body += chunk["content"]
+            if not chunk["more_content"]:
+                break
+        self.assertEqual(body, b"abcdefghijkl")
+        self.assertEqual({chunk.get("closed")}, {False})
+        self.h.reply(request, OK)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK"))
+        self.assertFalse(transport.connected)
