@@ -254,11 +254,20 @@ class RunserverProcessTests(unittest.TestCase):
             f.write("VALUE = 1\n")
         proc.wait_for("Starting chanserve development server")
         self.assertEqual(get(self.url("/django/hello/"))[0], 200)
-        # The stat reloader compares modification times (1 s resolution on some filesystems).
+        # The stat reloader compares modification times with the ones it saw
+        # first, which it may not have taken yet: move the time forward until
+        # it notices (1 s resolution on some filesystems).
         stat = os.stat(path)
         with open(path, "w") as f:
             f.write("VALUE = 2\n")
-        os.utime(path, (stat.st_atime + 2, stat.st_mtime + 2))
+        for step in range(1, 30):
+            os.utime(path, (stat.st_atime + 2 * step, stat.st_mtime + 2 * step))
+            try:
+                proc.wait_for("changed, reloading", timeout=1.0)
+                break
+            except AssertionError:
+                if proc.process.poll() is not None:
+                    raise
         proc.wait_for("changed, reloading")
         proc.wait_for("Starting chanserve development server", count=2)
         self.assertEqual(get(self.url("/django/hello/")), (200, b"hello from django"))
