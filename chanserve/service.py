@@ -47,6 +47,7 @@ class ChanserveService(service.MultiService):
         self.reactor = reactor
         self.shutdown_timeout = shutdown_timeout
         self.failed = False
+        self.failure_reason = None
 
     def privilegedStartService(self):
         for child in self:
@@ -85,6 +86,7 @@ class ChanserveService(service.MultiService):
         if self.failed:
             return
         self.failed = True
+        self.failure_reason = format.split(": ", 1)[-1].format(**kwargs)
         _exit_nonzero_at_exit()
         if getattr(self.reactor, "running", False):
             self.reactor.stop()

@@ -222,6 +222,11 @@ class SystemdNotifier(service.Service):
     def _became_ready(self, _):
         if not self.running:
             return
+        if getattr(self.parent, "failed", False):
+            # A listen failure is handled (logged, exit 1) by the parent
+            # before it gets here: not ready, whatever the Deferreds say.
+            self.notify(f"STATUS=Start-up failed: {self.parent.failure_reason}")
+            return
         self.is_ready = True
         self._log.info("Ready; notifying systemd")
         self.notify("READY=1", "STATUS=Serving")

@@ -145,6 +145,35 @@ class SystemdNotifierTests(unittest.SynchronousTestCase):
         self.assertFalse(notifier.is_ready)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
+    def test_listen_failure_under_chanserve_service(self):
+        """
+        Under ``ChanserveService``, a failed listen (which the service itself
+        logs and turns into exit 1) is a STATUS line, never ``READY=1``.
+        """
+        from twisted.internet.error import CannotListenError
+        from twisted.internet.testing import MemoryReactorClock
+
+        from chanserve import service as chanserve_service
+        self.patch(chanserve_service, "_exit_nonzero_at_exit", lambda: None)
+        top = chanserve_service.ChanserveService(MemoryReactorClock())
+        listening = defer.Deferred()
+
+        class Listener(service.Service):
+            name = "interface-server"
+
+            def startService(self):
+                super().startService()
+                self.listening = listening
+
+        Listener().setServiceParent(top)
+        notifier = self.notifier(ready=lambda: readiness(listening))
+        notifier.setServiceParent(top)
+        top.startService()
+        listening.errback(CannotListenError("127.0.0.1", 8000, OSError("in use")))
+        [status] = self.systemd.received()
+        self.assertTrue(status.startswith("STATUS=Start-up failed: cannot listen"), status)
+        self.assertFalse(notifier.is_ready)
+
     def test_stopping(self):
         """Stopping the service sends ``STOPPING=1``, before the rest of the tree stops."""
         top = service.MultiService()

@@ -5,7 +5,9 @@ import time
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, protocol
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 from twisted.python.failure import Failure
 
 from .._occasional import OccasionalWarnings
@@ -16,10 +18,19 @@ from ._proxy import ProxyHeaders
 from ._websocket import make_websocket_factory
 
 
+@implementer(IProtocolNegotiationFactory)
 class _ConnectionFactory(protocol.Factory):
-    """Builds an L{HTTPProtocol} for every accepted connection."""
+    """
+    Builds an L{HTTPProtocol} for every accepted connection.
+
+    Over TLS it says it speaks HTTP/1.1 (ALPN): a client offering ALPN (every
+    browser, curl) is refused the handshake by a server that offers nothing.
+    """
 
     noisy = False
+
+    def acceptableProtocols(self):
+        return [b"http/1.1"]
 
     def __init__(self, server):
         self.server = server
