@@ -124,3 +124,11 @@ class InMemoryLayerTests(unittest.SynchronousTestCase):
         self.assertRaises(ValueError, InMemoryChannelLayer, reactor=self.clock, capacity=0)
         self.assertRaises(ValueError, InMemoryChannelLayer, reactor=self.clock,
                           channel_capacity={"x*": -1})
+
+    def test_bad_expiry(self):
+        """A non-positive or non-number expiry/group_expiry is a ValueError naming the key."""
+        for key, value in (("expiry", "abc"), ("expiry", 0), ("group_expiry", -5),
+                           ("group_expiry", float("nan"))):
+            e = self.assertRaises(ValueError, InMemoryChannelLayer, reactor=self.clock,
+                                  **{key: value})
+            self.assertIn(key, str(e))

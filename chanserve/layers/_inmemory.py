@@ -91,6 +91,9 @@ class InMemoryChannelLayer(service.Service):
                  channel_capacity=None, reactor=None):
         if reactor is None:
             from twisted.internet import reactor
+        for name, value in (("expiry", expiry), ("group_expiry", group_expiry)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
         self.reactor = reactor
         self.expiry = expiry
         self.group_expiry = group_expiry

@@ -190,12 +190,14 @@ class HTTPProtocol(protocol.Protocol):
 
     def readConnectionLost(self):
         """
-        The client closed its sending side (``shutdown(SHUT_WR)``, ``nc -N``).
+        The client closed its sending side (a FIN).
 
-        What it sent is still served: a request read completely is answered
-        (and those pipelined behind it), a body still being handed to the
-        layer goes on. Once the input left can't make another request, the
-        connection closes.
+        Browsers and proxies do that only when they leave, so before its
+        response starts the client is taken as gone (``http.disconnect``),
+        as Daphne does: long-polling consumers learn it at once. A
+        response already under way is finished, then the connection closes.
+        (A client that half-closes and still waits, like ``nc -N``, gets
+        its answer only if it started before the FIN.)
         """
         self._read_closed = True
         if self._state == _UPGRADED:
@@ -204,11 +206,10 @@ class HTTPProtocol(protocol.Protocol):
             self._end_if_input_exhausted()
 
     def _end_if_input_exhausted(self):
-        """After a half-close: close unless a response or buffered input is still to be served."""
-        if self._state in (_CLOSED, _RESPONDING, _UPGRADED) or self._blocked:
-            return  # the end of the response, or of the layer send, comes back here
-        # What is buffered is not a whole request (else _process took it),
-        # and nothing more will come.
+        """After a half-close: close, unless a response is being written (then after it)."""
+        state = self._state
+        if state in (_CLOSED, _UPGRADED) or (state == _RESPONDING and self._response_started):
+            return  # _finish_response comes back here
         self._cancel_timers()
         self.transport.loseConnection()
 
