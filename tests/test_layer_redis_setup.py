@@ -74,36 +74,15 @@ class RedisSetupFailureTests(RedisLayerCase):
         server.command("ACL", "SETUSER", "app", "+client|id", "+client|unblock")
         self.assertEqual(await layer.receive(["acl.test"]), ("acl.test", {"n": 1}))
 
-    async def test_maxclients_without_database_number(self):
+    async def backs_off_at_maxclients(self, host):
         """
-        ``maxclients`` reached with a host given without a database (no
-        SELECT, so Redis's refusal arrives as the reply to CLIENT ID): still
-        backoff, not a spin.
+        With ``maxclients`` reached (only the layer's command connection
+        fits), a receive makes few connection attempts in a second, then
+        completes once Redis takes connections again. Returns the warnings.
         """
-        [server] = self.private_servers()
-        layer = self.layer(hosts=[("127.0.0.1", server.port)])
-        command = (await layer._shards[0].command_protocol(fail_fast=False)).command
-        await command("CONFIG", "SET", "maxclients", "1")
-        before = await connections_received_by(layer)
-        receiving = layer.receive(["full.nodb"])
-        await task.deferLater(reactor, 1.0, lambda: None)
-        self.assertNoResult(receiving)
-        self.assertLess(await connections_received_by(layer) - before, 8)
-        await command("CONFIG", "SET", "maxclients", "100")
-        await layer.send("full.nodb", {"n": 1})
-        self.assertEqual(await receiving, ("full.nodb", {"n": 1}))
-
-    async def test_blocking_connections_back_off(self):
-        """
-        With ``maxclients`` reached, a receive does not spin making
-        connections: it backs off, logs the cause once, and completes once
-        Redis takes connections again.
-        """
-        [server] = self.private_servers()
         logs = LogCapture(self)
-        layer = self.layer(hosts=[server.url])
+        layer = self.layer(hosts=[host])
         command = (await layer._shards[0].command_protocol(fail_fast=False)).command
-        # Only the layer's command connection fits: no blocking one can be made.
         await command("CONFIG", "SET", "maxclients", "1")
         before = await connections_received_by(layer)
         receiving = layer.receive(["full.clients"])
@@ -111,11 +90,25 @@ class RedisSetupFailureTests(RedisLayerCase):
         self.assertNoResult(receiving)
         # A spinning receive made hundreds.
         self.assertLess(await connections_received_by(layer) - before, 8)
-        [line] = logs.warnings("Cannot open a blocking connection")
-        self.assertIn("max number of clients", line)
         await command("CONFIG", "SET", "maxclients", "100")
         await layer.send("full.clients", {"n": 1})
         self.assertEqual(await receiving, ("full.clients", {"n": 1}))
+        return logs
+
+    async def test_blocking_connections_back_off(self):
+        """At ``maxclients`` a receive backs off instead of spinning, and logs the cause once."""
+        [server] = self.private_servers()
+        logs = await self.backs_off_at_maxclients(server.url)
+        [line] = logs.warnings("Cannot open a blocking connection")
+        self.assertIn("max number of clients", line)
+
+    async def test_maxclients_without_database_number(self):
+        """
+        The same with a host given without a database (no SELECT, so Redis's
+        refusal arrives as the reply to CLIENT ID and must not pass for it).
+        """
+        [server] = self.private_servers()
+        await self.backs_off_at_maxclients(("127.0.0.1", server.port))
 
     async def test_wrong_password_reported_once(self):
         """
