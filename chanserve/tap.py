@@ -8,14 +8,11 @@ so ``MultiService.stopService`` stops the listeners first.
 import ipaddress
 import math
 import os
-import re
 import sys
 
 from twisted.python import usage
 
 DEFAULT_ENDPOINT = "tcp:8000:interface=127.0.0.1"
-# An RFC 6455 subprotocol name: an RFC 7230 token.
-_SUBPROTOCOL = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _number(kind, minimum, allow_zero=False, option=None):
@@ -143,7 +140,8 @@ class Options(usage.Options):
 
     def opt_websocket_protocol(self, name):
         """A WebSocket subprotocol this server speaks, selected when a client offers it and the consumer chose none (repeatable)."""
-        if not _SUBPROTOCOL.fullmatch(name):
+        from .server._parsing import is_token
+        if not is_token(name):
             raise usage.UsageError(f"--websocket-protocol {name!r} is not a valid subprotocol name")
         self["websocket-protocols"].append(name)
 

@@ -15,6 +15,7 @@ from ..exceptions import ChannelFull
 from ._interfaces import IChannelLayer
 from ._validation import (
     ReceiveNameChecker,
+    check_positive_numbers,
     _copy,
     new_channel_name,
     process_prefix,
@@ -91,9 +92,7 @@ class InMemoryChannelLayer(service.Service):
                  channel_capacity=None, reactor=None):
         if reactor is None:
             from twisted.internet import reactor
-        for name, value in (("expiry", expiry), ("group_expiry", group_expiry)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a positive number, not {value!r}")
+        check_positive_numbers(expiry=expiry, group_expiry=group_expiry)
         self.reactor = reactor
         self.expiry = expiry
         self.group_expiry = group_expiry

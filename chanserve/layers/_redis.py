@@ -30,6 +30,7 @@ from ._redis_connection import ConnectionError, RedisAddress
 from ._redis_shard import _COUNTERS, _HEADER, _float, _Receive, _Shard
 from ._validation import (
     ReceiveNameChecker,
+    check_positive_numbers,
     new_channel_name,
     process_prefix,
     validate_channel_name,
@@ -82,11 +83,8 @@ class RedisChannelLayer(service.Service):
         self.hosts = [RedisAddress.parse(h) for h in hosts]
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"prefix must be a non-empty str, not {prefix!r}")
-        for name, value in (("expiry", expiry), ("group_expiry", group_expiry),
-                            ("connect_timeout", connect_timeout),
-                            ("command_timeout", command_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, not {value!r}")
+        check_positive_numbers(expiry=expiry, group_expiry=group_expiry,
+                               connect_timeout=connect_timeout, command_timeout=command_timeout)
         self.prefix = prefix
         self._p = prefix + ":"
         self.expiry = expiry

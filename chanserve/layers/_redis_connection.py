@@ -210,6 +210,7 @@ class RedisClientFactory(protocol.Factory):
         self.timeout = timeout
         self.on_lost = on_lost
         self.on_made = on_made
+        self._error = None
 
     def buildProtocol(self, addr):
         p = RedisProtocol(password=self.address.password, dbid=self.address.db,
@@ -229,7 +230,7 @@ class RedisClientFactory(protocol.Factory):
 
     def take_error(self):
         """The last AUTH/SELECT failure message (then forgotten), or None."""
-        message, self._error = getattr(self, "_error", None), None
+        message, self._error = self._error, None
         return message
 
 

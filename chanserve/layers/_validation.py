@@ -13,6 +13,13 @@ _known_channel_names = set()
 _KNOWN_LIMIT = 20000
 
 
+def check_positive_numbers(**values):
+    """Raise ``ValueError`` naming the first of ``values`` that is not a positive number."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, not {value!r}")
+
+
 def validate_channel_name(name, receive=False):
     """
     Return ``name`` if it is a valid channel name, else raise ``TypeError``.

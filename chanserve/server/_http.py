@@ -9,7 +9,6 @@ hands the connection to L{chanserve.server._websocket.WebSocketProtocol}.
 from twisted.internet import protocol
 from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..exceptions import ChannelFull, LayerUnavailable
@@ -508,9 +507,9 @@ class HTTPProtocol(protocol.Protocol):
     def _dispatch(self, body, more):
         """Send the ``http.request`` message (with ``body_channel`` when more body follows)."""
         server = self.server
-        if not server.replies_receivable():
-            self._request_not_sent(Failure(LayerUnavailable(
-                f"replies to this server ({server.prefix}) cannot be received now")))
+        unreceivable = server.replies_unreceivable()
+        if unreceivable is not None:
+            self._request_not_sent(unreceivable)
             return
         message = self._message
         message["body"] = body

@@ -49,6 +49,14 @@ class RequestHead:
         return unquote_to_bytes(raw).decode("utf-8", "replace")
 
 
+def is_token(text):
+    """Whether ``text`` (str) is an RFC 9110 token (a header name, a WebSocket subprotocol)."""
+    try:
+        return _TOKEN.fullmatch(text.encode("ascii")) is not None
+    except UnicodeEncodeError:
+        return False
+
+
 def parse_head(head):
     """
     Parse a request head (the bytes before the blank line) into a L{RequestHead}.

@@ -7,10 +7,11 @@ from twisted.application import service
 from twisted.internet import defer, endpoints, protocol
 from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.logger import Logger
-from zope.interface import implementer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .._occasional import OccasionalWarnings
+from ..exceptions import LayerUnavailable
 from ._accesslog import AccessLog
 from ._flow import ACK_CLOSED
 from ._http import HTTPProtocol
@@ -222,15 +223,19 @@ class InterfaceServer(service.Service):
         """
         self._warnings.warn(kind, format, **kwargs)
 
-    def replies_receivable(self):
+    def replies_unreceivable(self):
         """
-        Whether replies to this server can arrive now. With sharded Redis
-        its reply channels live on one server; while that one is down,
-        requests are refused at once (503) instead of being run by a worker
-        whose answer could never come back.
+        None while replies to this server can arrive, else a ``Failure`` of
+        ``LayerUnavailable`` saying why. With sharded Redis its reply
+        channels live on one server; while that one is down, requests are
+        refused at once (503) instead of being run by a worker whose answer
+        could never come back.
         """
         receivable = self._receivable
-        return receivable is None or receivable(self.prefix)
+        if receivable is None or receivable(self.prefix):
+            return None
+        return Failure(LayerUnavailable(
+            f"replies to this server ({self.prefix}) cannot be received now"))
 
     def send_quietly(self, channel, message):
         """

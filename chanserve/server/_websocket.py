@@ -11,7 +11,6 @@ from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflat
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from ..exceptions import ChannelFull, LayerUnavailable
 from ._flow import OutputGate
@@ -166,9 +165,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
             "order": 0,
         }
         self._handshake = defer.Deferred()
-        if not server.replies_receivable():
-            self._connect_not_sent(Failure(LayerUnavailable(
-                f"replies to this server ({server.prefix}) cannot be received now")))
+        unreceivable = server.replies_unreceivable()
+        if unreceivable is not None:
+            self._connect_not_sent(unreceivable)
             return self._handshake
         server.register(self.reply_channel, self)
         if server.websocket_connect_timeout:
