@@ -145,6 +145,14 @@ class StaticHandlerTests(unittest.SynchronousTestCase):
         self.assertIn("STATIC_URL", sys.stderr.getvalue())
 
 
+# The tests press Ctrl-C (SIGINT). A shell starts background jobs with SIGINT
+# ignored and children inherit that, so a suite run as `make test &` would see
+# servers that can't be interrupted: exec the command with SIGINT at default.
+_SIGINT_AS_AT_A_TERMINAL = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+
+
 class ManageProcess:
     """``python -m django <command> --settings SETTINGS ...`` in a temporary directory."""
 
@@ -152,7 +160,8 @@ class ManageProcess:
         self.directory = tempfile.mkdtemp(prefix="chanserve-manage-")
         self.env = subprocess_environment(self.directory, env)
         self.env["PYTHONPATH"] = os.pathsep.join([self.directory, self.env["PYTHONPATH"]])
-        self.args = [sys.executable, "-m", "django", *args, "--settings", SETTINGS]
+        self.args = [sys.executable, "-c", _SIGINT_AS_AT_A_TERMINAL,
+                     "-m", "django", *args, "--settings", SETTINGS]
         self.log_path = os.path.join(self.directory, "output.log")
         self.process = None
 
