@@ -129,6 +129,7 @@ class InMemoryChannelLayer(service.Service):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self._sweeper = None
+        self._warnings.flush()
         return super().stopService()
 
     # -- sending -------------------------------------------------------------

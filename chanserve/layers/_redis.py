@@ -135,6 +135,7 @@ class RedisChannelLayer(service.Service):
         return settled.addCallback(self._close)
 
     def _close(self, _):
+        self._warnings.flush()
         unread = sum(len(b) for b in self._buffers.values())
         if unread:
             self._stats["messages_lost"] += unread

@@ -173,6 +173,7 @@ class InterfaceServer(service.Service):
             if deadline is not None and deadline.active():
                 deadline.cancel()
             self._stop_reading()
+            self._warnings.flush()
             if self.access_log is not None:
                 self.access_log.close()
                 self.access_log = None
@@ -217,9 +218,9 @@ class InterfaceServer(service.Service):
 
     def warn_sometimes(self, kind, format, **kwargs):
         """
-        Log a warning of ``kind`` at most once every 10 seconds, with a
-        count of those left out (``OccasionalWarnings``): for what repeats
-        per request while the layer is full or down.
+        Log a warning of ``kind`` at most once every 10 seconds; those left
+        out are summarised when the 10 seconds end (``OccasionalWarnings``):
+        for what repeats per request while the layer is full or down.
         """
         self._warnings.warn(kind, format, **kwargs)
 

@@ -637,6 +637,25 @@ class ShutdownTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(h.reactor.getDelayedCalls(), [])
 
+    def test_pending_warning_summary_logged(self):
+        """503s left out of the log (channel full) are summarised by the stop, no timer left."""
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        h = Harness(layer_options={"channel_capacity": {"http.request": 1}})
+        for _ in range(4):
+            _, transport = h.connect()
+            transport.protocol.dataReceived(GET)
+        warned = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warned), 1, warned)
+        h.reply(h.next("http.request"), OK)
+        self.successResultOf(h.server.stopService())
+        warned = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warned), 2, warned)
+        self.assertIn("(and 1 more like it", warned[1])
+        self.assertEqual(h.reactor.getDelayedCalls(), [])
+
     def test_deadline(self):
         """Connections still busy at ``shutdown_timeout`` are aborted."""
         h = Harness(shutdown_timeout=3)
