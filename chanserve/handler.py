@@ -9,6 +9,7 @@ chunk as it is produced, paced by the client's reading when the interface
 server acknowledges (see ``_ReplySender``).
 """
 
+import asyncio
 import sys
 import threading
 import traceback
@@ -27,6 +28,7 @@ from .channel import _held_sends
 from .exceptions import ChannelFull, RequestAborted, RequestTimeout, ResponseLater
 from .layers._bridge import blocking_call, ensure_reactor_thread
 from .layers._validation import new_channel_name
+from .worker._protocol import ABORT_RESPONSE
 
 __all__ = ["AsgiHandler", "AsgiRequest", "disconnect_consumer", "get_view_handler",
            "set_view_handler", "view_consumer"]
@@ -445,6 +447,8 @@ class AsgiHandler(base.BaseHandler):
             yield from self.encode_response(response)
         finally:
             response.close()
+            if failed is not None:
+                _close_partial_uploads(request)
 
     @staticmethod
     def _remove_content(request, response):
@@ -481,7 +485,10 @@ class AsgiHandler(base.BaseHandler):
         The first has ``status`` and ``headers`` (every ``Set-Cookie`` kept);
         ``content`` comes in chunks of at most ``chunk_size`` bytes with
         ``more_content``. A streaming response is read part by part as it
-        is produced, then closed by an empty last message.
+        is produced, then closed by an empty last message; one over an
+        asynchronous iterator too (stepped on an event loop of its own,
+        one part at a time), where Django's own iteration would gather it
+        all first.
         """
         headers = [[_header_bytes(k, "ascii"), _header_bytes(v, "latin-1")]
                    for k, v in response.items()]
@@ -492,10 +499,15 @@ class AsgiHandler(base.BaseHandler):
             message["content"] = b""
             message["more_content"] = True
             yield message
-            for part in response:
-                for chunk, _ in cls.chunk_bytes(part):
-                    if chunk:
-                        yield {"content": chunk, "more_content": True}
+            parts = _async_parts(response) if getattr(response, "is_async", False) else response
+            try:
+                for part in parts:
+                    for chunk, _ in cls.chunk_bytes(part):
+                        if chunk:
+                            yield {"content": chunk, "more_content": True}
+            finally:
+                if parts is not response:
+                    parts.close()
             yield {"content": b"", "more_content": False}
         else:
             for chunk, last in cls.chunk_bytes(response.content):
@@ -514,6 +526,55 @@ class AsgiHandler(base.BaseHandler):
         size = cls.chunk_size
         for position in range(0, len(data), size):
             yield data[position:position + size], position + size >= len(data)
+
+
+def _close_partial_uploads(request):
+    """
+    Close the file each upload handler was writing when the body stopped
+    arriving. Django closes only the files it completed, and a handler and
+    its request refer to each other, so the file (a temporary file on disk
+    for a large upload) would stay until a garbage collection.
+    """
+    for handler in getattr(request, "_upload_handlers", ()):
+        file = getattr(handler, "file", None)  # Django's own _close_files assumes this name
+        if file is not None:
+            try:
+                file.close()
+            except Exception:
+                _log.failure("Could not close a partial upload")
+
+
+def _async_parts(response):
+    """
+    The parts of a streaming response over an asynchronous iterator, each
+    as soon as it is produced: a worker thread runs no event loop, so each
+    step runs on one of its own, kept for the whole response (asyncio
+    closes async generators with the loop that first ran them).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # on a thread with a running loop (an asyncio reactor): Django gathers it
+        yield from response
+        return
+    loop = asyncio.new_event_loop()
+    iterator = response.streaming_content.__aiter__()
+    try:
+        while True:
+            try:
+                part = loop.run_until_complete(iterator.__anext__())
+            except StopAsyncIteration:
+                return
+            yield part
+    finally:
+        try:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                loop.run_until_complete(aclose())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 def _header_bytes(value, encoding):
@@ -646,10 +707,10 @@ class _ReplySender:
             _on_reactor(self.layer, _send_retrying, self.layer, self.channel, content, self.clock)
         self.started = True
 
-    def send_final(self):
-        """End the response now, without waiting for acknowledgements."""
+    def send_abort(self):
+        """Cut the response short now (the client sees it incomplete), without waiting for acknowledgements."""
         self._paced = False
-        self.send({"content": b"", "more_content": False})
+        self.send(dict(ABORT_RESPONSE))
 
     def _wait(self):
         """Take the oldest acknowledgement; raise ``_ClientGone`` or ``_AckTimeout``."""
@@ -678,7 +739,8 @@ def view_consumer(message):
     ``disconnect_consumer`` saw the client leave, the response is abandoned
     and closed. It never raises:
     a failure before the response started is answered with a 500, a failure
-    after it ends the response.
+    after it cuts the response short (the connection closes without ending
+    the body, so the client can tell).
     """
     reply = message.reply_channel
     if reply is None:
@@ -703,7 +765,7 @@ def view_consumer(message):
         _log.warn("Client of {path!r} read nothing for {timeout} s; response abandoned",
                   path=message.content.get("path"), timeout=sender.ack_timeout)
         try:
-            sender.send_final()
+            sender.send_abort()
         except Exception:
             _log.failure("Could not end the response to {path!r}", path=message.content.get("path"))
     except Exception:
@@ -712,7 +774,7 @@ def view_consumer(message):
         if not send_failed:
             try:
                 if sender.started:
-                    sender.send_final()
+                    sender.send_abort()
                 else:
                     sender.send(_internal_error(sys.exc_info()))
             except Exception:

@@ -9,8 +9,10 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
@@ -203,6 +205,44 @@ class TwistdDjangoTests(unittest.TestCase):
         theirs = self.client.get("/django/file/")
         self.assertSame(theirs, self.request("GET", "/django/file/"))
         theirs.close()
+
+    def raw_get(self, path):
+        """A connected socket that sent ``GET path``; the caller reads."""
+        sock = socket.create_connection(("127.0.0.1", self.proc.port), timeout=15)
+        self.addCleanup(sock.close)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: testserver\r\n\r\n".encode())
+        return sock
+
+    def test_streaming_failure_cut_short(self):
+        """A stream that raises half way reaches the client visibly cut: no last chunk, closed."""
+        sock = self.raw_get("/django/stream-fail/")
+        received = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += data
+        head, _, body = received.partition(b"\r\n\r\n")
+        self.assertIn(b"Transfer-Encoding: chunked", head)
+        self.assertEqual(body, b"5\r\nfirst\r\n")
+
+    def test_async_stream_as_produced(self):
+        """An endless stream over an async iterator: parts arrive as produced, and it is
+        closed once the client leaves (the worker thread is not held)."""
+        done = os.path.join(self.proc.directory, f"astream-{time.monotonic_ns()}")
+        sock = self.raw_get(f"/django/astream/?done={done}")
+        received = b""
+        while received.count(b"tick") < 2:
+            data = sock.recv(65536)
+            self.assertTrue(data, received)
+            received += data
+        self.assertIn(b"first\n", received)
+        sock.close()
+        deadline = time.monotonic() + 15
+        while not os.path.exists(done) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(done) as f:
+            self.assertEqual(f.read(), "closed")
 
     def test_upload_100mb_memory(self):
         """A 100 MiB multipart upload keeps the server's peak RSS within 100 MiB of idle."""

@@ -1,6 +1,9 @@
 """AsgiRequest, AsgiHandler, encode_response and view_consumer (chanserve.handler)."""
 
+import asyncio
+import gc
 import json
+import os
 
 from django.core import signals
 from django.http import HttpResponse, StreamingHttpResponse
@@ -24,6 +27,7 @@ from chanserve.handler import (
 )
 from chanserve.layers import InMemoryChannelLayer
 from tests.project import django_views, ensure_database
+from tests.test_django_compare import multipart
 
 # -- a URLconf of this module's own views (ROOT_URLCONF = "tests.test_handler") --
 
@@ -445,6 +449,32 @@ class EncodeResponseTests(unittest.SynchronousTestCase):
         [message] = list(AsgiHandler.encode_response(HttpResponse(status=204)))
         self.assertEqual((message["content"], message["more_content"]), (b"", False))
 
+    def test_async_streaming_is_lazy(self):
+        """Over an async iterator too: part by part (Django's own iteration gathers it all),
+        on one event loop; closing early closes the iterator."""
+        produced = []
+
+        async def parts():
+            loop = asyncio.get_running_loop()
+            try:
+                for i in range(3):
+                    await asyncio.sleep(0)
+                    produced.append((i, loop))
+                    yield b"p%d" % i
+            finally:
+                produced.append("closed")
+
+        messages = AsgiHandler.encode_response(StreamingHttpResponse(parts()))
+        self.assertTrue(next(messages)["more_content"])
+        self.assertEqual(next(messages), {"content": b"p0", "more_content": True})
+        self.assertEqual(len(produced), 1)
+        self.assertEqual(next(messages), {"content": b"p1", "more_content": True})
+        self.assertIs(produced[0][1], produced[1][1])
+        messages.close()
+        self.assertEqual(produced[2:], ["closed"])
+        messages = AsgiHandler.encode_response(StreamingHttpResponse(parts()))
+        self.assertEqual([m["content"] for m in messages], [b"", b"p0", b"p1", b"p2", b""])
+
     def test_streaming_is_lazy(self):
         """A streaming response is read part by part as messages are taken, never joined."""
         produced = []
@@ -524,6 +554,27 @@ class AsgiHandlerTests(unittest.SynchronousTestCase):
             body_channel="http.request.body?g")
         with override_settings(MIDDLEWARE=[]):
             self.assertEqual(list(AsgiHandler()(message)), [])
+
+    def test_aborted_upload_leaves_no_file(self):
+        """An upload the client cut short: its temporary file goes with the request, not at
+        some later garbage collection (Django closes only the files it completed)."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        body, content_type = multipart({}, {"f": ("big.bin", b"x" * 300000)})
+        for content, closed in ((body[1000:100000], False), (body[100000:200000], False),
+                                (b"", True)):
+            self.layer.send("http.request.body?u", {"content": content, "more_content": True,
+                                                    "closed": closed})
+        message = http_message(
+            self.layer, path="/post/", method="POST", body=body[:1000],
+            body_channel="http.request.body?u",
+            headers=[(b"content-type", content_type.encode()),
+                     (b"content-length", str(len(body)).encode())])
+        gc.disable()
+        self.addCleanup(gc.enable)
+        with override_settings(FILE_UPLOAD_MAX_MEMORY_SIZE=10, FILE_UPLOAD_TEMP_DIR=directory):
+            self.assertEqual(list(self.handler(message)), [])
+        self.assertEqual(os.listdir(directory), [])
 
     def test_client_gone_csrf(self):
         """A client gone while CsrfViewMiddleware reads POST data: no response either."""
@@ -637,10 +688,10 @@ class ThreadedHandlerTests(unittest.TestCase):
         clock.advance(handler_module._ReplySender.ack_timeout)
         yield running
         yield reader.done
-        # Headers and part 0 (the window of two), then the end of the response; part 1
+        # Headers and part 0 (the window of two), then the response cut short; part 1
         # was produced (the sender waited before sending it) and the response closed.
-        self.assertEqual([reply["content"] for reply in SEEN], [b"", b"part0", b""])
-        self.assertFalse(SEEN[-1]["more_content"])
+        self.assertEqual([reply.get("content") for reply in SEEN], [b"", b"part0", None])
+        self.assertEqual(SEEN[-1], {"more_content": False, "abort": True})
         self.assertEqual(STREAM_LOG, [0, 1, "closed"])
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
@@ -678,8 +729,8 @@ class ViewConsumerTests(unittest.SynchronousTestCase):
         self.assertEqual((reply["status"], reply["more_content"]), (500, False))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
-    def test_error_mid_stream_ends_response(self):
-        """A failure after the response started ends it instead of sending a second status."""
+    def test_error_mid_stream_cuts_response(self):
+        """A failure after the response started cuts it short instead of sending a second status."""
         def failing(message):
             yield {"status": 200, "headers": [], "content": b"a", "more_content": True}
             raise RuntimeError("half way")
@@ -688,7 +739,7 @@ class ViewConsumerTests(unittest.SynchronousTestCase):
         view_consumer(http_message(self.layer))
         replies = drain(self.layer)
         self.assertEqual(replies, [{"status": 200, "headers": [], "content": b"a", "more_content": True},
-                                   {"content": b"", "more_content": False}])
+                                   {"more_content": False, "abort": True}])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_last_message_goes_with_held_sends(self):

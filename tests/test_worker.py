@@ -307,14 +307,28 @@ class ProtocolTests(WorkerTestMixin, SynchronousTestCase):
         self.flushLoggedErrors(ValueError)
 
     def test_http_error_after_response_started(self):
-        """No 500 when the consumer's held sends already started a response."""
+        """No 500 when the consumer's held sends already started a response: it is cut short."""
         def consumer(message):
             message.reply_channel.send({"status": 200, "headers": [], "content": b"a",
                                         "more_content": True})
             raise ValueError("boom")
         self.make_worker([route("http.request", consumer)])
         self.send("http.request", {"path": "/", "reply_channel": REPLY, "method": "GET"})
-        self.assertEqual([r.get("status") for r in self.replies()], [200])
+        replies = self.replies()
+        self.assertEqual([r.get("status") for r in replies], [200, None])
+        self.assertEqual(replies[1], {"more_content": False, "abort": True})
+        self.flushLoggedErrors(ValueError)
+
+    def test_http_error_after_response_finished(self):
+        """Nothing more when the consumer's held sends finished the response before it raised."""
+        def consumer(message):
+            message.reply_channel.send({"status": 200, "headers": [], "content": b"a",
+                                        "more_content": True})
+            message.reply_channel.send({"content": b"b"})
+            raise ValueError("boom")
+        self.make_worker([route("http.request", consumer)])
+        self.send("http.request", {"path": "/", "reply_channel": REPLY, "method": "GET"})
+        self.assertEqual([r.get("content") for r in self.replies()], [b"a", b"b"])
         self.flushLoggedErrors(ValueError)
 
     def test_worker_survives_errors(self):

@@ -154,6 +154,7 @@ class HTTPProtocol(protocol.Protocol):
         self._keep_alive = False
         self._status = None
         self._bytes_sent = 0
+        self._length_left = None    # body bytes the response's Content-Length still promises
         self._started = 0.0
         self._retry = None
         self._retry_delay = 0.0
@@ -616,14 +617,17 @@ class HTTPProtocol(protocol.Protocol):
                 self._output = OutputGate(self.transport, self.server.send_quietly)
             self._output.watch()  # before writing: the transport pauses us if it fills
         try:
-            if not self._response_started:
-                self._start_response(message)
+            if message.get("abort"):
+                self._cut_response("the application aborted it")
             else:
-                content = message.get("content", b"")
-                if content:
-                    self._write_content(content)
-            if not message.get("more_content", False):
-                self._finish_response()
+                if not self._response_started:
+                    self._start_response(message)
+                else:
+                    content = message.get("content", b"")
+                    if content:
+                        self._write_content(content)
+                if not message.get("more_content", False):
+                    self._finish_response()
         except (TypeError, ValueError) as e:
             self._log.error("Invalid response message for {path!r}: {error}",
                             path=self._message["path"], error=e)
@@ -654,10 +658,15 @@ class HTTPProtocol(protocol.Protocol):
         server = self.server
         lines = [status_line(status)]
         has_length = has_date = has_server = False
+        length = None
         for header in message.get("headers", ()):
             lname, line = response_header(header[0], header[1])
             if lname in _FRAMING:
                 if lname == b"content-length":
+                    value = line[16:-2].strip()
+                    if not value.isdigit() or (length is not None and int(value) != length):
+                        raise ValueError(f"bad response Content-Length {header[1]!r}")
+                    length = int(value)
                     has_length = True
                 elif lname == b"transfer-encoding":
                     continue  # framing is ours to choose
@@ -672,6 +681,8 @@ class HTTPProtocol(protocol.Protocol):
             lines.append(line)
         no_body = status in _NO_BODY_STATUS or status < 200
         self._write_body = not (no_body or head.method == "HEAD")
+        if length is not None and self._write_body:
+            self._length_left = length
         if not has_length and not no_body:
             if not more:
                 lines.append(b"Content-Length: %d\r\n" % len(content))
@@ -696,6 +707,8 @@ class HTTPProtocol(protocol.Protocol):
         self._status = status
         self._response_timer.clear()
         if content and self._write_body:
+            if length is not None:
+                content = self._within_length(content)
             if self._chunked_response:
                 lines.append(b"%x\r\n" % len(content))
                 lines.append(content)
@@ -710,13 +723,47 @@ class HTTPProtocol(protocol.Protocol):
             raise TypeError(f"response content must be bytes, not {type(content).__name__}")
         if not self._write_body:
             return
+        if self._length_left is not None:
+            content = self._within_length(content)
         self._bytes_sent += len(content)
         if self._chunked_response:
             self.transport.writeSequence((b"%x\r\n" % len(content), content, b"\r\n"))
         else:
             self.transport.write(content)
 
+    def _within_length(self, content):
+        """``content`` cut to what the response's Content-Length still allows (more would be read as the next response)."""
+        left = self._length_left
+        if len(content) > left:
+            self.server.warn_sometimes(
+                "over-length", "Response to {path!r} is longer than its Content-Length; "
+                "the rest is not sent", path=self._message["path"])
+            content = content[:left]
+        self._length_left = left - len(content)
+        return content
+
+    def _cut_response(self, reason):
+        """
+        End a response that can't be completed: close the connection without
+        ending its body (no last chunk), so the client sees it cut short; a
+        500 if it hadn't started.
+        """
+        if not self._response_started:
+            self._fail(500, reason)
+            return
+        self._log.info("Response to {client} for {path!r} cut short: {reason}",
+                       client=self.client, path=self._message["path"], reason=reason)
+        self._access_log(self._status)
+        self._fail(self._status, reason)
+
     def _finish_response(self):
+        if self._length_left:
+            self.server.warn_sometimes(
+                "short-response", "Response to {path!r} ended {missing} byte(s) short of its "
+                "Content-Length; connection closed", path=self._message["path"],
+                missing=self._length_left)
+            self._cut_response("shorter than its Content-Length")
+            return
         if self._chunked_response:
             self.transport.write(b"0\r\n\r\n")
         self._response_done = True

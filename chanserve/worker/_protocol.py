@@ -9,6 +9,9 @@ from ..exceptions import DenyConnection
 ACCEPT = {"accept": True}
 REJECT = {"accept": False}
 CLOSE_INTERNAL_ERROR = {"close": 1011}
+# An HTTP response that failed after it started: the interface server closes
+# the connection without ending the body, so the client sees it cut short.
+ABORT_RESPONSE = {"more_content": False, "abort": True}
 
 
 def _http_500():
@@ -40,9 +43,14 @@ def connect_answered(held, reply_name):
     return None
 
 
-def response_started(held, reply_name):
-    """Whether the held sends include the start of an HTTP response."""
-    return any("status" in content for content in _to_reply(held, reply_name))
+def response_state(held, reply_name):
+    """``None``, ``"started"`` or ``"finished"``: how far the held sends took an HTTP response."""
+    started = False
+    for content in _to_reply(held, reply_name):
+        started = started or "status" in content
+        if started and (content.get("abort") or not content.get("more_content", False)):
+            return "finished"
+    return "started" if started else None
 
 
 def replies_after(channel, held, reply_name, failure):
@@ -59,7 +67,10 @@ def replies_after(channel, held, reply_name, failure):
     if failure is None:
         return []
     if channel == "http.request":
-        return [] if response_started(held, reply_name) else [_http_500()]
+        state = response_state(held, reply_name)
+        if state == "finished":
+            return []
+        return [dict(ABORT_RESPONSE)] if state == "started" else [_http_500()]
     if channel == "websocket.receive":
         return [dict(CLOSE_INTERNAL_ERROR)]
     return []

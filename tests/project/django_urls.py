@@ -17,6 +17,8 @@ urlpatterns = [
     path("django/upload/", v.upload),
     path("django/body/", v.raw_body),
     path("django/stream/", v.stream),
+    path("django/stream-fail/", v.stream_fail),
+    path("django/astream/", v.astream),
     path("django/file/", v.file_view),
     path("django/go/", v.go_hello),
     path("django/later/", v.later),

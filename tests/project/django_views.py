@@ -1,5 +1,6 @@
 """Views of the Django comparison project (tests/test_django*.py, runserver tests)."""
 
+import asyncio
 import hashlib
 
 from django.contrib.auth import authenticate, login
@@ -120,6 +121,31 @@ def stream(request):
             yield (b"%d" % (i % 10)) * size
 
     return StreamingHttpResponse(parts(), content_type="application/octet-stream")
+
+
+def stream_fail(request):
+    def parts():
+        yield b"first"
+        raise RuntimeError("the stream broke")
+
+    return StreamingHttpResponse(parts(), content_type="text/plain")
+
+
+def astream(request):
+    """An endless async stream (server-sent events style); writes ``done`` on close."""
+    done = request.GET["done"]
+
+    async def ticks():
+        try:
+            yield b"first\n"
+            while True:
+                await asyncio.sleep(0.2)
+                yield b"tick\n"
+        finally:
+            with open(done, "w") as f:
+                f.write("closed")
+
+    return StreamingHttpResponse(ticks(), content_type="text/plain")
 
 
 def file_view(request):

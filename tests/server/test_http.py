@@ -158,6 +158,69 @@ class ResponseTests(HTTPTestCase):
         self.assertNotIn(b"chunked", head)
         self.assertEqual(body, b"abcd")
 
+    def test_abort_cuts_chunked_response(self):
+        """``abort`` after the start: what was sent stays, no last chunk, connection closed."""
+        _, transport = self.request()
+        message = self.h.next("http.request")
+        self.h.reply(message, {"status": 200, "headers": [], "content": b"abc", "more_content": True})
+        self.h.reply(message, {"more_content": False, "abort": True})
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertEqual(body, b"3\r\nabc\r\n")
+        self.assertFalse(transport.connected)
+        self.assertServed()
+
+    def test_abort_before_start_is_500(self):
+        """``abort`` before any status: a 500, connection closed."""
+        _, transport = self.request()
+        self.h.reply(self.h.next("http.request"), {"abort": True})
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 500 "))
+        self.assertFalse(transport.connected)
+
+    def test_short_of_content_length_closes(self):
+        """A response ending short of its Content-Length closes the connection (no desync)."""
+        protocol, transport = self.request()
+        message = self.h.next("http.request")
+        self.h.reply(message, {"status": 200, "headers": [[b"Content-Length", b"10"]],
+                               "content": b"abc", "more_content": True})
+        self.h.reply(message, {"content": b"", "more_content": False})
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nabc"))
+        self.assertFalse(transport.connected)
+        self.assertServed()
+
+    def test_over_content_length_cut(self):
+        """Content past the Content-Length is not sent; the connection serves the next request."""
+        protocol, transport = self.request()
+        message = self.h.next("http.request")
+        self.h.reply(message, {"status": 200, "headers": [[b"Content-Length", b"4"]],
+                               "content": b"abc", "more_content": True})
+        self.h.reply(message, {"content": b"defHTTP/1.1 200 OK\r\n", "more_content": False})
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nabcd"))
+        self.assertTrue(transport.connected)
+        transport.clear()
+        protocol.dataReceived(GET)
+        self.h.reply(self.h.next("http.request"), OK)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK"))
+        self.flushLoggedErrors()
+
+    def test_bad_content_length_is_500(self):
+        """A Content-Length that is not a number (or two that differ): 500, not a broken frame."""
+        for headers in ([[b"Content-Length", b"abc"]], [[b"Content-Length", b"-1"]],
+                        [[b"Content-Length", b"2"], [b"Content-Length", b"3"]]):
+            _, transport = self.request()
+            self.h.reply(self.h.next("http.request"),
+                         {"status": 200, "headers": headers, "content": b"hi"})
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 500 "), headers)
+        self.flushLoggedErrors()
+
+    def test_head_content_length_kept(self):
+        """A HEAD response keeps its Content-Length without a body, and the connection stays."""
+        _, transport = self.request(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.h.reply(self.h.next("http.request"), {"status": 200, "headers": [[b"Content-Length", b"10"]]})
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertIn(b"\r\nContent-Length: 10", head)
+        self.assertEqual(body, b"")
+        self.assertTrue(transport.connected)
+
     def test_http10_streaming_closes(self):
         """An HTTP/1.0 streamed response without length ends by closing the connection."""
         _, transport = self.request(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
