@@ -74,6 +74,10 @@ def make_websocket_factory(reactor, max_message, ping_interval, ping_timeout):
         failByDrop=False,         # send the close code (1002, 1007, 1009) before closing
         utf8validateIncoming=True,
         perMessageCompressionAccept=_accept_deflate,
+        # Origins are the application's to judge (allowed_hosts_only,
+        # origin_validator); autobahn would refuse "null" (file:// pages,
+        # sandboxed frames) before any consumer ran. Daphne allows it too.
+        allowNullOrigin=True,
     )
     factory._batched_timer = _ReactorTimers(reactor)
     return factory

@@ -203,6 +203,20 @@ class WebSocketEndToEndTests(EchoServerMixin, TestCase):
         self.assertEqual((yield threads.deferToThread(connect)), 403)
 
     @defer.inlineCallbacks
+    def test_null_origin_reaches_consumer(self):
+        """``Origin: null`` (a file:// page, a sandboxed frame) is the application's to judge."""
+        def connect():
+            ws = websocket.create_connection(self.url("/"), timeout=5, origin="null")
+            try:
+                ws.send("from a file")
+                return ws.recv()
+            finally:
+                ws.close()
+        self.assertEqual((yield threads.deferToThread(connect)), "from a file")
+        [connect_message] = [m for c, m in self.seen if c == "websocket.connect"]
+        self.assertIn([b"origin", b"null"], [list(h) for h in connect_message["headers"]])
+
+    @defer.inlineCallbacks
     def test_limits_then_served(self):
         """Too big a message gets close 1009, invalid UTF-8 close 1007; then echo still works."""
         def offend(frame):
