@@ -44,7 +44,8 @@ class Options(usage.Options):
         ["noworker", None, "Run the interface server only (needs a cross-process layer)."],
         ["worker-only", None, "Run workers only, with no listening socket (needs a cross-process layer)."],
         ["proxy-headers", None,
-         "Trust X-Forwarded-For/-Proto/-Port from the --trusted-proxy addresses."],
+         "Trust X-Forwarded-For/-Proto/-Port from the --trusted-proxy addresses "
+         "(and from unix-socket peers)."],
     ]
 
     optParameters = [

@@ -423,7 +423,7 @@ class HTTPProtocol(protocol.Protocol):
         self._keep_alive = head.keep_alive and not server.stopping
 
         client, scheme = self.client, ("https" if self.secure else "http")
-        if server.proxy is not None and client is not None:
+        if server.proxy is not None:
             client, scheme = server.proxy.resolve(client, scheme, head.headers)
 
         if head.upgrade and head.method == "GET":

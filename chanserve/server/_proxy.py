@@ -34,14 +34,16 @@ class ProxyHeaders:
 
     def resolve(self, client, scheme, headers):
         """
-        Return ``(client, scheme)`` for a request from ``client`` (``[host, port]``).
+        Return ``(client, scheme)`` for a request from ``client`` (``[host, port]``,
+        or ``None`` for a unix socket's peer).
 
-        Only when the direct peer is trusted: the client is the right-most
+        Only when the direct peer is trusted (a unix socket's peer always is:
+        only local processes allowed by the socket's file mode reach it): the client is the right-most
         address in ``X-Forwarded-For`` that is not itself a trusted proxy
         (left of it, anything may be forged), with ``X-Forwarded-Port`` as
         its port; ``X-Forwarded-Proto`` (``http``/``https``) sets the scheme.
         """
-        if not self.trusted(client[0]):
+        if client is not None and not self.trusted(client[0]):
             return client, scheme
         forwarded_for = proto = port = None
         for name, value in headers:

@@ -284,7 +284,9 @@ class TLSEndToEndTests(EchoServerMixin, TestCase):
 
 
 class UnixEndToEndTests(EchoServerMixin, TestCase):
-    """A ``unix:`` endpoint: no client address."""
+    """A ``unix:`` endpoint: no client address (unless a proxy in front says it)."""
+
+    options = {"proxy_headers": True}
 
     def setUp(self):
         # Not under trial's directory: a socket path has a 108-byte limit that a
@@ -312,6 +314,21 @@ class UnixEndToEndTests(EchoServerMixin, TestCase):
         out = yield threads.deferToThread(fetch)
         self.assertTrue(out.endswith(b"/unix 0"), out)
         self.assertIsNone(self.seen[0][1]["client"])
+
+    @defer.inlineCallbacks
+    def test_proxy_headers(self):
+        """With ``--proxy-headers``, nginx's X-Forwarded-* over the unix socket are believed."""
+        def fetch():
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(self.path)
+                s.sendall(b"GET /p HTTP/1.0\r\nX-Forwarded-For: 203.0.113.9\r\n"
+                          b"X-Forwarded-Proto: https\r\n\r\n")
+                while s.recv(65536):
+                    pass
+        yield threads.deferToThread(fetch)
+        [message] = [m for c, m in self.seen if c == "http.request"]
+        self.assertEqual((message["client"], message["scheme"]), (["203.0.113.9", 0], "https"))
 
 
 class ListenFailureTests(TestCase):

@@ -785,6 +785,12 @@ class ProxyHeaderTests(SynchronousTestCase):
         self.assertEqual(self.proxy.resolve(["127.0.0.1", 5], "http", headers),
                          (["2.2.2.2", 4433], "https"))
 
+    def test_unix_peer_trusted(self):
+        """A unix socket's peer (``None``) is a local process: its headers are believed."""
+        headers = [[b"x-forwarded-for", b"2.2.2.2"], [b"x-forwarded-proto", b"https"]]
+        self.assertEqual(self.proxy.resolve(None, "http", headers), (["2.2.2.2", 0], "https"))
+        self.assertEqual(self.proxy.resolve(None, "http", []), (None, "http"))
+
     def test_garbage(self):
         """A non-address entry stops the walk at the last good hop."""
         headers = [[b"x-forwarded-for", b"2.2.2.2, nonsense, 10.1.1.1"]]
