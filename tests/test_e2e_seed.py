@@ -9,11 +9,12 @@ sockets and paths.
 
 import http.client
 import json
+import os
 import socket
 import time
 
 import websocket
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from .twistd_process import TwistdProcess
@@ -217,3 +218,39 @@ class TwistedClientTests(TestCase):
             status = yield proc.stopped()
         self.assertEqual((response.code, body), (200, b"Hello world! You asked for /hello/agent"))
         self.assertIn(status, (0, -15))
+
+
+class StopTests(TestCase):
+    """What a stop owes the sockets it closes."""
+
+    @defer.inlineCallbacks
+    def test_disconnect_consumers_run_at_stop(self):
+        """Every socket open at SIGTERM gets its disconnect consumer run, even with more
+        sockets than worker threads (the in-memory layer would lose them with the process)."""
+        trace = os.path.join(self.mktemp() + "-goodbye")
+        proc = yield TwistdProcess("tests.project.settings_seed", ["--threads", "1"],
+                                   env={"CHANSERVE_TEST_GOODBYE": os.path.abspath(trace)}).started()
+        self.addCleanup(proc.stop)
+
+        def open_sockets():
+            return [websocket.create_connection(proc.url("/goodbye/", scheme="ws"), timeout=10)
+                    for _ in range(8)]
+
+        def read_to_close(ws):
+            try:
+                while True:
+                    ws.recv()  # answers the server's close frame
+            except Exception:
+                pass
+            finally:
+                ws.shutdown()
+        sockets = yield threads.deferToThread(open_sockets)
+        readers = [threads.deferToThread(read_to_close, ws) for ws in sockets]
+        status = yield proc.stopped(timeout=30)
+        yield defer.gatherResults(readers)
+        self.assertIn(status, (0, -15))
+        with open(trace) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 8, lines)
+        self.assertTrue(all(line.startswith("/goodbye/ 100") for line in lines), lines)
+

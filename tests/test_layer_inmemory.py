@@ -83,6 +83,22 @@ class InMemoryLayerTests(unittest.SynchronousTestCase):
         self.assertEqual(stats["messages_expired"], 1)
         self.assertEqual(stats["queue_depth"], {})
 
+    def test_stop_counts_unread(self):
+        """Messages still queued when the layer stops go with the process: counted and logged."""
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.layer.send("a", {"n": 1})
+        self.layer.send("a", {"n": 2})
+        self.layer.send("reply!x", {"n": 3})
+        self.layer.stopService()
+        stats = self.successResultOf(self.layer.statistics())
+        self.assertEqual((stats["messages_dropped"], stats["queue_depth"]), (3, {}))
+        warned = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(warned, ["3 unread message(s) dropped: the in-memory layer stops with "
+                                  "its process"])
+
     def test_expired_channel_leaves_groups(self):
         """A channel whose message expires unread is removed from its groups (ASGI rule)."""
         self.layer.group_add("g", "dead")

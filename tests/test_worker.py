@@ -544,9 +544,11 @@ class FlowTests(WorkerTestMixin, SynchronousTestCase):
         self.assertEqual(self.replies(), [{"text": "bye"}])
 
     def test_stop_while_saturated(self):
-        """Stopping while receive waits for a free thread, then finishing the consumer, is clean."""
+        """Stopping while receive waits for a free thread: with a cross-process layer the
+        queued message stays there for the next worker."""
         pool = ManualThreadPool()
         self.make_worker([route("x", lambda m: None)], pool, threads=1)
+        self.layer.cross_process = True
         self.send("x", {"n": 1})
         self.send("x", {"n": 2})
         d = self.worker.stopService()
@@ -554,6 +556,38 @@ class FlowTests(WorkerTestMixin, SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(self.worker.statistics()["consumed"], 1)
         self.assertEqual(self.successResultOf(self.layer.statistics())["queue_depth"], {"x": 1})
+
+    def test_stop_consumes_what_in_process_layer_holds(self):
+        """With an in-process layer, what is queued at stop (the disconnects the interface's
+        stop just sent) is consumed before the stop fires, more than the threads at once."""
+        pool = ManualThreadPool()
+        seen = []
+        self.make_worker([route("websocket.disconnect", lambda m: seen.append(m["n"]))],
+                         pool, threads=1)
+        for n in range(5):
+            self.send("websocket.disconnect", {"n": n})
+        d = self.worker.stopService()
+        self.assertNoResult(d)
+        pool.run_all()
+        self.successResultOf(d)
+        self.assertEqual(seen, [0, 1, 2, 3, 4])
+        self.assertEqual(self.successResultOf(self.layer.statistics())["queue_depth"], {})
+
+    def test_stop_dispatch_once_despite_consume_later(self):
+        """A consumer putting its message back while the stop drains does not loop."""
+        calls = []
+
+        def consumer(message):
+            calls.append(1)
+            raise ConsumeLater()
+
+        self.make_worker([route("x", consumer)], ManualThreadPool(), threads=1)
+        self.send("x", {})
+        self.send("x", {})
+        d = self.worker.stopService()
+        self.pool.run_all()
+        self.successResultOf(d)
+        self.assertEqual(len(calls), 2)
 
     def test_restart(self):
         """A stopped worker can be started again and consumes again."""

@@ -129,6 +129,13 @@ class InMemoryChannelLayer(service.Service):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self._sweeper = None
+        unread = sum(len(queue) for queue in self._queues.values())
+        if unread:
+            self._stats["messages_dropped"] += unread
+            self._log.warn("{count} unread message(s) dropped: the in-memory layer stops with "
+                           "its process", count=unread)
+            self._queues.clear()
+            self._specific_counts.clear()
         self._warnings.flush()
         return super().stopService()
 

@@ -199,9 +199,38 @@ class WorkerService(service.Service):
         for entry in list(self._requeues.values()):
             entry[0].cancel()
             self._requeue(entry[3])
+        if self.channels and not getattr(self.layer, "cross_process", True):
+            self._dispatch_queued()
         d = self._drained(self.stop_timeout)
         d.addCallback(self._stop_pool)
         return d
+
+    def _dispatch_queued(self):
+        """
+        Consume what waits for this worker in an in-process layer, which
+        goes with the process: the ``websocket.disconnect`` messages the
+        interface server's stop just sent, say. The stop waits for them as
+        for running consumers (up to ``stop_timeout``). A cross-process
+        layer keeps its messages for the next worker instead.
+        """
+        channels = list(self.channels)
+        queued = []
+        while True:
+            d = self.layer.receive(channels)
+            if not d.called:
+                d.cancel()
+                d.addErrback(lambda f: f.trap(defer.CancelledError))
+                break
+            result = []
+            d.addBoth(result.append)
+            if isinstance(result[0], failure.Failure):
+                self._log.failure("Worker stop: could not take what was queued", result[0])
+                break
+            queued.append(result[0])
+        # Taken first, then dispatched: a consumer putting its message back
+        # (ConsumeLater) must not make this loop forever.
+        for channel, content in queued:
+            self._dispatch(channel, content)
 
     def _loop_ended(self, f):
         if not f.check(defer.CancelledError):

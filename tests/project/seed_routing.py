@@ -21,6 +21,7 @@ channel_routing = [
     include(chat_routing, path=r"^/chat/$"),
     include("tests.project.worker_consumers.error_routing", path=r"^/errors"),
     route("http.request", worker_consumers.http_slow, path=r"^/slow/$"),
+    route("websocket.disconnect", worker_consumers.goodbye, path=r"^/goodbye/$"),
     route("http.request", worker_consumers.chat_size, path=r"^/chat-size/$"),
     route("websocket.receive", worker_consumers.async_echo, path=r"^/async/$"),
     route("websocket.connect", worker_consumers.room_connect,

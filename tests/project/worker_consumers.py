@@ -1,5 +1,6 @@
 """Consumers for the worker's end-to-end tests: failures, rejects, async, routing kwargs."""
 
+import os
 import time
 
 from chanserve import Group
@@ -31,6 +32,13 @@ async def async_echo(message):
 def room_connect(message, room):
     """A connect consumer taking a routing kwarg: greets the socket with its room."""
     message.reply_channel.send({"text": "room=" + room})
+
+
+def goodbye(message):
+    """A disconnect consumer that leaves a trace ($CHANSERVE_TEST_GOODBYE): for stop tests."""
+    time.sleep(0.05)
+    with open(os.environ["CHANSERVE_TEST_GOODBYE"], "a") as f:
+        f.write("%s %s\n" % (message.content["path"], message.content["code"]))
 
 
 def http_slow(message):
