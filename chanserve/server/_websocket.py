@@ -107,6 +107,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         self.reply_channel = None
         self.path = None
         self._order = 0
+        self._refusing = False  # a websocket.receive could not be sent: the socket is closing
         self._handshake = None       # the Deferred autobahn waits on
         self._accepted = False
         self._rejected = False
@@ -329,15 +330,23 @@ class WebSocketProtocol(WebSocketServerProtocol):
     # -- frames from the client ---------------------------------------------
 
     def onMessage(self, payload, isBinary):
+        if self._refusing:
+            # Sent by the client before it saw our close: dropped, and not
+            # numbered, so the disconnect's order follows the last delivered.
+            return
         self._order += 1
         message = {"reply_channel": self.reply_channel, "path": self.path, "order": self._order}
         if isBinary:
             message["bytes"] = payload
         else:
             message["text"] = payload.decode("utf-8")
-        self.server.layer.send("websocket.receive", message).addErrback(self._receive_not_sent)
+        self.server.layer.send("websocket.receive", message).addErrback(
+            self._receive_not_sent, self._order)
 
-    def _receive_not_sent(self, failure):
+    def _receive_not_sent(self, failure, order):
+        self._refusing = True
+        if order == self._order:
+            self._order -= 1  # so the disconnect's order follows the last one delivered
         if failure.check(ChannelFull):
             self.server.warn_sometimes("receive-full", "websocket.receive is full; closing "
                                        "{path!r} with 1013", path=self.path)

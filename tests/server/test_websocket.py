@@ -3,6 +3,8 @@
 import io
 import struct
 
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from .support import Harness, client_frame, server_frames, upgrade_request
@@ -313,6 +315,16 @@ class LimitTests(WebSocketTestCase):
         self.h.next("websocket.receive")
         self.h.next("websocket.receive")
         self.assertServed()
+
+    def test_no_receive_after_full(self):
+        """Frames arriving after the 1013 close are dropped, not numbered: no gap in ``order``."""
+        protocol, transport, _ = self.open()
+        protocol.dataReceived(client_frame(1, b"a") + client_frame(1, b"b") + client_frame(1, b"c"))
+        self.assertEqual([self.h.next("websocket.receive")["order"] for _ in range(2)], [1, 2])
+        protocol.dataReceived(client_frame(1, b"d") + client_frame(1, b"e"))
+        self.assertIsNone(self.h.next("websocket.receive"))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.h.next("websocket.disconnect")["order"], 3)
 
     def test_ping_timeout(self):
         """A peer not answering pings is dropped after ``ping_timeout``."""
