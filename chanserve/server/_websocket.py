@@ -285,14 +285,18 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self._overflow()
             return
         text = message.get("text")
+        data = message.get("bytes")
+        if text is not None and data is not None:
+            self._log.error("WebSocket reply to {path!r} has both 'text' and 'bytes'; ignored "
+                            "(one frame is one or the other)", path=self.path)
+            return
         if text is not None:
             if type(text) is not str:
                 self._log.error("websocket reply 'text' must be a str, not {type}",
                                 type=type(text).__name__)
             else:
                 self.sendPreparedMessage(self.server.prepared(message, text, False))
-        data = message.get("bytes")
-        if data is not None:
+        elif data is not None:
             if type(data) is not bytes:
                 self._log.error("websocket reply 'bytes' must be bytes, not {type}",
                                 type=type(data).__name__)

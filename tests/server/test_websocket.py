@@ -228,6 +228,18 @@ class FrameTests(WebSocketTestCase):
         self.h.reply(connect, {"bytes": b"\x01\x02"})
         self.assertEqual(self.frames(transport), [(1, "a\u00e9".encode()), (2, b"\x01\x02")])
 
+    def test_text_and_bytes_ignored(self):
+        """A reply with both ``text`` and ``bytes`` is ignored and logged (ASGI; Daphne refused it)."""
+        from twisted.logger import LogLevel, globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        _, transport, connect = self.open()
+        self.h.reply(connect, {"text": "a", "bytes": b"b"})
+        self.h.reply(connect, {"text": "c", "bytes": None})
+        self.assertEqual(self.frames(transport), [(1, b"c")])
+        self.assertEqual(len([e for e in events if e["log_level"] == LogLevel.error]), 1)
+
     def test_close_true(self):
         """``close: True`` closes with 1000."""
         _, transport, connect = self.open()
