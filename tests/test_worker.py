@@ -285,6 +285,16 @@ class ProtocolTests(WorkerTestMixin, SynchronousTestCase):
         self.assertEqual(self.replies(), [{"close": 1011}])
         self.flushLoggedErrors(KeyError)
 
+    def test_deny_connection_outside_connect_is_an_error(self):
+        """``DenyConnection`` from a receive consumer is a mistake: logged as an error, 1011."""
+        def consumer(message):
+            raise DenyConnection()
+        self.make_worker([route("websocket.receive", consumer)])
+        self.send("websocket.receive", {"path": "/", "reply_channel": REPLY, "text": "x"})
+        self.assertEqual(self.replies(), [{"close": 1011}])
+        self.assertEqual(len(self.flushLoggedErrors(DenyConnection)), 1)
+        self.assertEqual(self.worker.statistics()["failed"], 1)
+
     def test_disconnect_consumer_error_sends_nothing(self):
         """An exception in a disconnect consumer is logged; nothing goes to the gone socket."""
         def consumer(message):

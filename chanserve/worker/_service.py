@@ -413,7 +413,7 @@ class WorkerService(service.Service):
                 self._stats["consume_later"] += 1
                 self._consume_later(channel, message.content)
                 return None
-            if fail.check(DenyConnection):
+            if fail.check(DenyConnection) and channel == "websocket.connect":
                 # The documented way to refuse a handshake: not a failure.
                 self._stats["consumed"] += 1
                 self._log.info("Consumer {consumer} refused a connection on {channel}",
