@@ -312,6 +312,8 @@ class InterfaceServer(service.Service):
         connection = self._connections.get(channel)
         if connection is None:
             self.statistics["replies_dropped"] += 1
+            self.warn_sometimes("reply-dropped", "Reply on {channel!r} dropped: its connection "
+                                "is gone (replies_dropped)", channel=channel)
             ack = message.get("ack_channel") if isinstance(message, dict) else None
             if ack is not None:
                 # The connection is gone: tell the sender to stop.

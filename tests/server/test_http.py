@@ -309,12 +309,18 @@ class ResponseTests(HTTPTestCase):
         self.assertServed()
 
     def test_reply_for_gone_request_dropped(self):
-        """A reply to a request whose client left is counted and dropped."""
+        """A reply to a request whose client left is counted, dropped and logged."""
+        from twisted.logger import LogLevel, globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         protocol, transport = self.request()
         message = self.h.next("http.request")
         transport.loseConnection()
         self.h.reply(message, OK)
         self.assertEqual(self.h.server.statistics["replies_dropped"], 1)
+        warned = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual([e["log_format"][:20] for e in warned], ["Reply on {channel!r}"])
 
     def test_disconnect_message(self):
         """A client leaving before its response makes an ``http.disconnect`` message."""
