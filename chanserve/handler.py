@@ -10,6 +10,7 @@ server acknowledges (see ``_ReplySender``).
 """
 
 import asyncio
+import contextvars
 import sys
 import threading
 import traceback
@@ -547,9 +548,11 @@ def _close_partial_uploads(request):
 def _async_parts(response):
     """
     The parts of a streaming response over an asynchronous iterator, each
-    as soon as it is produced: a worker thread runs no event loop, so each
-    step runs on one of its own, kept for the whole response (asyncio
-    closes async generators with the loop that first ran them).
+    as soon as it is produced. A worker thread runs no event loop, so the
+    steps run on one of the response's own, all in one ``contextvars``
+    context (as one task would), with a ``ThreadSensitiveContext`` of its
+    own: the iterator's ``sync_to_async`` calls (the ORM) share one thread
+    per response, whose database connections are closed at the end.
     """
     try:
         asyncio.get_running_loop()
@@ -558,12 +561,26 @@ def _async_parts(response):
     else:  # on a thread with a running loop (an asyncio reactor): Django gathers it
         yield from response
         return
+    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+    from django.db import connections
+
     loop = asyncio.new_event_loop()
+    loop.set_exception_handler(_log_loop_error)
+    context = contextvars.copy_context()
+
+    async def awaited(awaitable):
+        return await awaitable
+
+    def step(awaitable):
+        return loop.run_until_complete(loop.create_task(awaited(awaitable), context=context))
+
+    sync_threads = ThreadSensitiveContext()
+    step(sync_threads.__aenter__())
     iterator = response.streaming_content.__aiter__()
     try:
         while True:
             try:
-                part = loop.run_until_complete(iterator.__anext__())
+                part = step(iterator.__anext__())
             except StopAsyncIteration:
                 return
             yield part
@@ -571,10 +588,23 @@ def _async_parts(response):
         try:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
-                loop.run_until_complete(aclose())
+                step(aclose())
             loop.run_until_complete(loop.shutdown_asyncgens())
+            step(sync_to_async(connections.close_all)())
+            step(sync_threads.__aexit__(None, None, None))
         finally:
             loop.close()
+
+
+def _log_loop_error(loop, context):
+    """An error asyncio can only report (an async generator failing as it is closed)."""
+    exception = context.get("exception")
+    if exception is not None:
+        _log.failure("Streaming response: {message}",
+                     failure.Failure(exception, type(exception), exception.__traceback__),
+                     message=context.get("message"))
+    else:
+        _log.error("Streaming response: {message}", message=context.get("message"))
 
 
 def _header_bytes(value, encoding):

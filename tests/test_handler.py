@@ -1,9 +1,11 @@
 """AsgiRequest, AsgiHandler, encode_response and view_consumer (chanserve.handler)."""
 
 import asyncio
+import contextvars
 import gc
 import json
 import os
+import threading
 
 from django.core import signals
 from django.http import HttpResponse, StreamingHttpResponse
@@ -474,6 +476,57 @@ class EncodeResponseTests(unittest.SynchronousTestCase):
         self.assertEqual(produced[2:], ["closed"])
         messages = AsgiHandler.encode_response(StreamingHttpResponse(parts()))
         self.assertEqual([m["content"] for m in messages], [b"", b"p0", b"p1", b"p2", b""])
+
+    def test_async_streaming_one_context(self):
+        """Context variables set in an async stream last across its parts (one task's worth)."""
+        var = contextvars.ContextVar("var", default="unset")
+
+        async def parts():
+            token = var.set("set")
+            try:
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                    yield var.get().encode()
+            finally:
+                var.reset(token)
+
+        messages = list(AsgiHandler.encode_response(StreamingHttpResponse(parts())))
+        self.assertEqual([m["content"] for m in messages], [b"", b"set", b"set", b"set", b""])
+        self.assertEqual(var.get(), "unset")
+
+    def test_async_streaming_sync_calls_thread_per_response(self):
+        """``sync_to_async`` in async streams: one thread per response (not asgiref's single
+        process-wide one), whose database connection is closed when the response ends."""
+        from asgiref.sync import sync_to_async
+        from django.db import connections
+        ensure_database()
+        seen = {}
+
+        def where(name):
+            connection = connections["default"]
+            connection.ensure_connection()
+            seen.setdefault(name, []).append((threading.get_ident(), connection))
+
+        def response(name):
+            async def parts():
+                for _ in range(2):
+                    await sync_to_async(where)(name)
+                    yield b"x"
+            return AsgiHandler.encode_response(StreamingHttpResponse(parts()))
+
+        first, second = response("a"), response("b")
+        for _ in range(3):
+            next(first)
+            next(second)
+        list(first)
+        list(second)
+        threads_a = {ident for ident, _ in seen["a"]}
+        threads_b = {ident for ident, _ in seen["b"]}
+        self.assertEqual((len(threads_a), len(threads_b)), (1, 1))
+        self.assertNotEqual(threads_a, threads_b)
+        self.assertNotIn(threading.get_ident(), threads_a | threads_b)
+        for _, connection in seen["a"] + seen["b"]:
+            self.assertIsNone(connection.connection)
 
     def test_streaming_is_lazy(self):
         """A streaming response is read part by part as messages are taken, never joined."""

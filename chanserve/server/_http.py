@@ -619,6 +619,10 @@ class HTTPProtocol(protocol.Protocol):
         try:
             if message.get("abort"):
                 self._cut_response("the application aborted it")
+            elif self._response_started and "status" in message:
+                # A second start (a 500 for a consumer that failed mid-way,
+                # say): the status line went long ago, so the response is cut.
+                self._cut_response("a second status after the response started")
             else:
                 if not self._response_started:
                     self._start_response(message)

@@ -169,6 +169,17 @@ class ResponseTests(HTTPTestCase):
         self.assertFalse(transport.connected)
         self.assertServed()
 
+    def test_second_status_cuts_response(self):
+        """A ``status`` after the response started (a late 500) cuts it, not appended as body."""
+        _, transport = self.request()
+        message = self.h.next("http.request")
+        self.h.reply(message, {"status": 200, "headers": [], "content": b"abc", "more_content": True})
+        self.h.reply(message, {"status": 500, "headers": [], "content": b"Internal Server Error"})
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertEqual(body, b"3\r\nabc\r\n")
+        self.assertFalse(transport.connected)
+        self.assertServed()
+
     def test_abort_before_start_is_500(self):
         """``abort`` before any status: a 500, connection closed."""
         _, transport = self.request()
