@@ -758,6 +758,9 @@ class HTTPProtocol(protocol.Protocol):
         self._log.info("Response to {client} for {path!r} cut short: {reason}",
                        client=self.client, path=self._message["path"], reason=reason)
         self._access_log(self._status)
+        if self._write_body and not self._chunked_response and self._length_left is None:
+            # Its end is the connection's end (HTTP/1.0, say): only a reset tells it apart.
+            self.transport.abortConnection()
         self._fail(self._status, reason)
 
     def _finish_response(self):

@@ -180,6 +180,21 @@ class ResponseTests(HTTPTestCase):
         self.assertFalse(transport.connected)
         self.assertServed()
 
+    def test_abort_close_delimited_resets(self):
+        """Cutting a response whose end is the connection's end (HTTP/1.0): a reset, not a
+        FIN; a chunked one ends with a FIN (the missing last chunk tells)."""
+        for request, reset in ((b"GET / HTTP/1.0\r\n\r\n", True), (GET, False)):
+            _, transport = self.request(request)
+            aborts = []
+            abort = transport.abortConnection
+            transport.abortConnection = lambda: (aborts.append(1), abort())
+            message = self.h.next("http.request")
+            self.h.reply(message, {"status": 200, "headers": [], "content": b"abc",
+                                   "more_content": True})
+            self.h.reply(message, {"more_content": False, "abort": True})
+            self.assertEqual(bool(aborts), reset, request)
+            self.assertFalse(transport.connected)
+
     def test_abort_before_start_is_500(self):
         """``abort`` before any status: a 500, connection closed."""
         _, transport = self.request()
