@@ -263,8 +263,13 @@ class WebSocketProtocol(WebSocketServerProtocol):
         if not self._accepted:
             accept = message.get("accept")
             has_frame = message.get("text") is not None or message.get("bytes") is not None
-            if accept is False or (message.get("close") and not has_frame and accept is not True):
-                self._reject(403, "Forbidden")
+            close = message.get("close")
+            if accept is False or (close and not has_frame and accept is not True):
+                if close == 1011 and accept is not False:
+                    # What the worker sends when the connect consumer raised.
+                    self._reject(500, "Internal Server Error")
+                else:
+                    self._reject(403, "Forbidden")
                 return
             if accept is True or has_frame:
                 self._accept(message.get("subprotocol"))

@@ -91,6 +91,12 @@ class HandshakeTests(WebSocketTestCase):
         self.h.reply(connect, {"close": True})
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 403 "))
 
+    def test_internal_error_before_accept(self):
+        """``close: 1011`` before the accept (the connect consumer raised): 500, as Daphne."""
+        _, transport, connect = self.handshake()
+        self.h.reply(connect, {"close": 1011})
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 500 "))
+
     def test_frame_accepts(self):
         """A ``text`` reply before accepting accepts the socket, then sends the frame."""
         _, transport, connect = self.handshake()
