@@ -738,7 +738,7 @@ class _ReplySender:
         self.started = True
 
     def send_abort(self):
-        """Cut the response short now (the client sees it incomplete), without waiting for acknowledgements."""
+        """Cut the response short now (the client sees it incomplete), not waiting for acks."""
         self._paced = False
         self.send(dict(ABORT_RESPONSE))
 

@@ -736,7 +736,10 @@ class HTTPProtocol(protocol.Protocol):
             self.transport.write(content)
 
     def _within_length(self, content):
-        """``content`` cut to what the response's Content-Length still allows (more would be read as the next response)."""
+        """
+        ``content`` cut to what the response's Content-Length still allows
+        (more would be read by the client as the next response).
+        """
         left = self._length_left
         if len(content) > left:
             self.server.warn_sometimes(
