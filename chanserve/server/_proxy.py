@@ -40,9 +40,9 @@ class ProxyHeaders:
         Only when the direct peer is trusted (a unix socket's peer always is:
         only local processes the socket's file mode lets in reach it): the
         client is the right-most address in ``X-Forwarded-For`` that is not
-        itself a trusted proxy
-        (left of it, anything may be forged), with ``X-Forwarded-Port`` as
-        its port; ``X-Forwarded-Proto`` (``http``/``https``) sets the scheme.
+        itself a trusted proxy (left of it, anything may be forged), with
+        ``X-Forwarded-Port`` as its port; ``X-Forwarded-Proto``
+        (``http``/``https``) sets the scheme.
         """
         if client is not None and not self.trusted(client[0]):
             return client, scheme
