@@ -585,15 +585,16 @@ def _async_parts(response):
                 return
             yield part
     finally:
-        try:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                step(aclose())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            step(sync_to_async(connections.close_all)())
-            step(sync_threads.__aexit__(None, None, None))
-        finally:
-            loop.close()
+        aclose = getattr(iterator, "aclose", None)
+        # Each runs whatever the one before did: the last one ends the thread.
+        for cleanup in (aclose, loop.shutdown_asyncgens, sync_to_async(connections.close_all),
+                        lambda: sync_threads.__aexit__(None, None, None)):
+            if cleanup is not None:
+                try:
+                    step(cleanup())
+                except Exception:
+                    _log.failure("Error closing a streaming response")
+        loop.close()
 
 
 def _log_loop_error(loop, context):

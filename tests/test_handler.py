@@ -528,6 +528,24 @@ class EncodeResponseTests(unittest.SynchronousTestCase):
         for _, connection in seen["a"] + seen["b"]:
             self.assertIsNone(connection.connection)
 
+    def test_async_streaming_close_error_logged(self):
+        """An async stream failing as it is closed early: logged, and its thread still ends."""
+        started = threading.active_count()
+
+        async def parts():
+            try:
+                yield b"a"
+                yield b"b"
+            finally:
+                raise KeyError("closing")
+
+        messages = AsgiHandler.encode_response(StreamingHttpResponse(parts()))
+        next(messages)
+        next(messages)
+        messages.close()
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        self.assertLessEqual(threading.active_count(), started)
+
     def test_streaming_is_lazy(self):
         """A streaming response is read part by part as messages are taken, never joined."""
         produced = []
