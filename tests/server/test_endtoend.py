@@ -297,36 +297,33 @@ class UnixEndToEndTests(EchoServerMixin, TestCase):
         self.endpoint = f"unix:{self.path}"
         return super().setUp()
 
-    @defer.inlineCallbacks
-    def test_request(self):
-        """A request over a unix socket is served, with ``client`` None."""
-        def fetch():
+    def fetch(self, request):
+        """Send ``request`` over the unix socket in a thread; fire with everything read back."""
+        def talk():
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(5)
                 s.connect(self.path)
-                s.sendall(b"GET /unix HTTP/1.0\r\n\r\n")
+                s.sendall(request)
                 out = b""
                 while True:
                     chunk = s.recv(65536)
                     if not chunk:
                         return out
                     out += chunk
-        out = yield threads.deferToThread(fetch)
+        return threads.deferToThread(talk)
+
+    @defer.inlineCallbacks
+    def test_request(self):
+        """A request over a unix socket is served, with ``client`` None."""
+        out = yield self.fetch(b"GET /unix HTTP/1.0\r\n\r\n")
         self.assertTrue(out.endswith(b"/unix 0"), out)
         self.assertIsNone(self.seen[0][1]["client"])
 
     @defer.inlineCallbacks
     def test_proxy_headers(self):
         """With ``--proxy-headers``, nginx's X-Forwarded-* over the unix socket are believed."""
-        def fetch():
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(5)
-                s.connect(self.path)
-                s.sendall(b"GET /p HTTP/1.0\r\nX-Forwarded-For: 203.0.113.9\r\n"
-                          b"X-Forwarded-Proto: https\r\n\r\n")
-                while s.recv(65536):
-                    pass
-        yield threads.deferToThread(fetch)
+        yield self.fetch(b"GET /p HTTP/1.0\r\nX-Forwarded-For: 203.0.113.9\r\n"
+                         b"X-Forwarded-Proto: https\r\n\r\n")
         [message] = [m for c, m in self.seen if c == "http.request"]
         self.assertEqual((message["client"], message["scheme"]), (["203.0.113.9", 0], "https"))
 
