@@ -26,6 +26,7 @@ import secrets
 from twisted.internet import task
 
 from .layers import InMemoryChannelLayer, channel_layers
+from .layers._bridge import receive_now
 from .routing import Router, load_routing
 from .worker import WorkerService
 
@@ -122,13 +123,10 @@ class ConsumerClient:
         channels = [channel] if channel is not None else self.router.channels
         if not channels:
             return False
-        d = self.layer.receive(channels)
-        if not d.called:
-            d.cancel()
-            d.addErrback(lambda f: None)
+        item = receive_now(self.layer, channels)
+        if item is None:
             return False
-        channel_name, content = _result(d)
-        self.worker._dispatch(channel_name, content)
+        self.worker._dispatch(*item)
         return True
 
     def send_and_consume(self, channel, content=None, **extra):
@@ -147,12 +145,8 @@ class ConsumerClient:
         """The next message on the client's reply channel (or ``channel``), or None."""
         name = channel or self.reply_channel
         key = name[: name.index("!") + 1] if "!" in name else name
-        d = self.layer.receive([key])
-        if not d.called:
-            d.cancel()
-            d.addErrback(lambda f: None)
-            return None
-        return _result(d)[1]
+        item = receive_now(self.layer, [key])
+        return None if item is None else item[1]
 
     def replies(self):
         """Every message waiting on the client's reply channel, in order."""

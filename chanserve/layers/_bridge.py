@@ -112,3 +112,21 @@ def call_for_layer(layer, function, *args):
             return d
         ensure_reactor_thread(reactor)
     return blocking_call(reactor, function, *args)
+
+
+def receive_now(layer, channels):
+    """
+    The ``(channel, message)`` waiting on one of ``channels`` now, or None:
+    a receive that would wait is cancelled. For a layer that answers at
+    once when a message is there (the in-memory one); a failed receive
+    raises.
+    """
+    d = layer.receive(channels)
+    box = []
+    d.addBoth(box.append)
+    if not box:
+        d.cancel()  # its CancelledError lands in the box, handled
+        return None
+    if isinstance(box[0], failure.Failure):
+        box[0].raiseException()
+    return box[0]

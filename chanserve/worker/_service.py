@@ -19,6 +19,7 @@ from twisted.python import failure
 
 from ..channel import HeldSends, Message, holding_sends
 from ..exceptions import ConsumeLater, DenyConnection
+from ..layers._bridge import receive_now
 from ..routing import Router
 from . import _protocol
 from ._pool import WorkerPool
@@ -216,17 +217,14 @@ class WorkerService(service.Service):
         channels = list(self.channels)
         queued = []
         while True:
-            d = self.layer.receive(channels)
-            if not d.called:
-                d.cancel()
-                d.addErrback(lambda f: f.trap(defer.CancelledError))
+            try:
+                item = receive_now(self.layer, channels)
+            except Exception:
+                self._log.failure("Worker stop: could not take what was queued")
                 break
-            result = []
-            d.addBoth(result.append)
-            if isinstance(result[0], failure.Failure):
-                self._log.failure("Worker stop: could not take what was queued", result[0])
+            if item is None:
                 break
-            queued.append(result[0])
+            queued.append(item)
         # Taken first, then dispatched: a consumer putting its message back
         # (ConsumeLater) must not make this loop forever.
         for channel, content in queued:
